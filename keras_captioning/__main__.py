@@ -1,0 +1,3 @@
+from keras_captioning.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,285 @@
+"""Experiment configuration: dataclasses with commented defaults, one YAML per experiment.
+
+A YAML file holds any subset of the sections below; what it leaves out keeps the
+default. ``--set section.key=value`` overrides one value (the value is parsed as
+YAML, so ``--set train.epochs=3`` gives an int and ``--set data.splits=null`` a None).
+Unknown sections or keys are errors that list the valid names, so a typo never
+silently trains with a default.
+
+This module is a leaf: it imports neither TensorFlow nor the rest of the package
+(except ``errors``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from keras_captioning.errors import CaptioningError
+
+
+@dataclass
+class DataConfig:
+    format: str = "synthetic"  # synthetic | coco | karpathy | flickr8k
+    root: str = "data/synthetic"  # dataset folder (synthetic: generated here if missing)
+    captions: str | None = None  # captions file (COCO/Karpathy JSON, Flickr8k token/CSV)
+    images: str | None = None  # image folder (default: <root>/images or the file's folder)
+    num_images: int | None = None  # the study's subset: 6000 or 10000 images (None = all)
+    splits: dict | None = field(  # by-image split ratios; None keeps the dataset's own split
+        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1}
+    )
+    seed: int = 0  # seeds the subset choice and the split
+    vocab_size: int = 5000  # top-K words (the study: 5000 or 7000)
+    max_length: int | None = 32  # tokens incl. <start>/<end>; longer captions are truncated
+    synthetic_images: int = 1500  # size of the generated dataset when format=synthetic
+    synthetic_image_size: int = 96
+
+
+@dataclass
+class FeatureConfig:
+    backbone: str = "patches"  # inception_v3 | resnet50 | mobilenet | mobilenet_v2 | patches
+    weights: str | None = "none"  # imagenet | none | path to a local Keras weights file
+    image_size: int | None = None  # None = the backbone's own input size
+    alpha: float = 1.0  # MobileNet width multiplier
+    dtype: str = "float16"  # storage dtype of the grid (float16 | float32)
+    batch_size: int = 32  # images per CNN batch
+    shard_size: int = 1000  # images per TFRecord shard
+    out_dir: str | None = None  # default: features/<experiment name>
+
+
+@dataclass
+class ModelConfig:
+    type: str = "attention"  # attention | merge (the study's "vanilla")
+    embedding_dim: int = 256
+    units: int = 512  # RNN units (the merge model's LSTM uses merge_units)
+    merge_units: int = 256
+    rnn: str = "gru"  # gru | lstm (attention decoder cell)
+    attention_units: int = 512
+    attention_vector: bool = False  # the study's a_t = tanh(W_c [c_t; h_t])
+    dropout: float = 0.0  # the merge model uses merge_dropout
+    merge_dropout: float = 0.5
+    attention_reg: float = 0.0  # doubly stochastic attention regularisation (lambda)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    epochs: int = 10
+    learning_rate: float = 4e-4  # Adam, as in the paper
+    clipnorm: float | None = None  # gradient clipping by global norm per variable
+    caption_mode: str = "all"  # all: one example per (image, caption), as in the study | random
+    shuffle_buffer: int = 10000
+    seed: int = 0
+    mixed_precision: str = "auto"  # auto (mixed_float16 when a GPU is present) | on | off
+    strategy: str = "default"  # default | mirrored | multiworker
+    jit_compile: bool = False  # XLA
+    early_stopping_patience: int | None = None  # epochs without val_loss improvement
+    terminate_on_nan: bool = True
+    steps_per_epoch: int | None = None  # cap (smoke runs); None = one pass over the data
+    run_dir: str | None = None  # default: runs/<experiment name>
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    beam: int = 3  # 1 = greedy
+    length_penalty: float = 0.0
+    max_length: int = 20  # generated tokens
+    batch_size: int = 64
+    num_panels: int = 3  # examples per Good / Fair / Bad panel
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "demo"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def features_dir(self) -> str:
+        return self.features.out_dir or os.path.join("features", self.name)
+
+    @property
+    def run_dir(self) -> str:
+        return self.train.run_dir or os.path.join("runs", self.name)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig) if f.name != "name"}
+
+
+def _section_class(name: str):
+    return {"data": DataConfig, "features": FeatureConfig, "model": ModelConfig,
+            "train": TrainConfig, "eval": EvalConfig}[name]
+
+
+def _valid_keys(cls) -> list:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
+    """Builds a config from a nested dict, rejecting unknown sections and keys."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise CaptioningError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    cfg = ExperimentConfig()
+    for key, value in raw.items():
+        if key == "name":
+            cfg.name = str(value)
+            continue
+        if key not in _SECTIONS:
+            raise CaptioningError(
+                f"{source}: unknown section '{key}'; valid: name, {', '.join(_SECTIONS)}"
+            )
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise CaptioningError(f"{source}: section '{key}' must be a mapping")
+        section = getattr(cfg, key)
+        valid = _valid_keys(_section_class(key))
+        for sub, subvalue in value.items():
+            if sub not in valid:
+                raise CaptioningError(
+                    f"{source}: unknown key '{key}.{sub}'; valid keys of '{key}': {', '.join(valid)}"
+                )
+            setattr(section, sub, subvalue)
+    validate(cfg, source)
+    return cfg
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Applies ``section.key=value`` strings to a nested dict (values parsed as YAML)."""
+    raw = dict(raw or {})
+    for item in overrides or []:
+        if "=" not in item:
+            raise CaptioningError(f"--set {item!r}: expected section.key=value")
+        path, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError as exc:
+            raise CaptioningError(f"--set {path}: cannot parse value {text!r}: {exc}") from None
+        parts = path.strip().split(".")
+        if parts == ["name"]:
+            raw["name"] = value
+            continue
+        if len(parts) != 2:
+            raise CaptioningError(f"--set {path}: expected section.key (e.g. train.epochs)")
+        section, key = parts
+        node = dict(raw.get(section) or {})
+        node[key] = value
+        raw[section] = node
+    return raw
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve_base(raw: dict, path: str, seen: tuple) -> dict:
+    """``base: other.yaml`` (relative to this file) supplies defaults this file overrides."""
+    base_name = raw.pop("base", None)
+    if base_name is None:
+        return raw
+    base_path = os.path.join(os.path.dirname(path), base_name)
+    if os.path.abspath(base_path) in seen:
+        raise CaptioningError(f"{path}: 'base: {base_name}' makes a cycle")
+    if not os.path.exists(base_path):
+        raise CaptioningError(f"{path}: base config {base_path} not found")
+    with open(base_path, encoding="utf-8") as fh:
+        base_raw = yaml.safe_load(fh) or {}
+    base_raw = _resolve_base(base_raw, base_path, seen + (os.path.abspath(base_path),))
+    base_raw.pop("name", None)  # a file's name is its own, never inherited
+    return _merge(base_raw, raw)
+
+
+def load_config(path: str | None = None, overrides=None) -> ExperimentConfig:
+    """Loads a YAML experiment file (or the defaults when ``path`` is None) plus overrides."""
+    raw: dict = {}
+    source = path or "defaults"
+    if path is not None:
+        if not os.path.exists(path):
+            raise CaptioningError(f"{path}: config file not found")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise CaptioningError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+        if not isinstance(raw, dict):
+            raise CaptioningError(f"{path}: expected a mapping of sections at the top level")
+        raw = _resolve_base(raw, path, seen=(os.path.abspath(path),))
+        if "name" not in raw:
+            raw["name"] = os.path.splitext(os.path.basename(path))[0]
+    raw = apply_overrides(raw, overrides)
+    return from_dict(raw, source)
+
+
+_CHOICES = {
+    ("data", "format"): ("synthetic", "coco", "karpathy", "flickr8k"),
+    ("features", "dtype"): ("float16", "float32"),
+    ("model", "type"): ("attention", "merge"),
+    ("model", "rnn"): ("gru", "lstm"),
+    ("train", "caption_mode"): ("all", "random"),
+    ("train", "mixed_precision"): ("auto", "on", "off"),
+    ("train", "strategy"): ("default", "mirrored", "multiworker"),
+}
+
+
+def validate(cfg: ExperimentConfig, source: str = "config") -> None:
+    """Checks enumerated fields and types up front, before any data is touched."""
+    for (section, key), choices in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if isinstance(value, bool):  # YAML turns on/off into booleans
+            value = "on" if value else "off"
+            setattr(getattr(cfg, section), key, value)
+        if value not in choices:
+            raise CaptioningError(
+                f"{source}: {section}.{key}={value!r} is not valid; choose one of {', '.join(choices)}"
+            )
+    for section_name in _SECTIONS:
+        section = getattr(cfg, section_name)
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if value is None or default is None or isinstance(default, (dict, str)):
+                continue
+            expected = type(default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(section, f.name, float(value))
+                continue
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise CaptioningError(
+                    f"{source}: {section_name}.{f.name} must be {expected.__name__}, got {value!r}"
+                )
+
+
+def save_config(cfg: ExperimentConfig, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+
+
+def config_help() -> str:
+    """A one-screen listing of every section and key with its default."""
+    lines = []
+    for name, cls in [("data", DataConfig), ("features", FeatureConfig), ("model", ModelConfig),
+                      ("train", TrainConfig), ("eval", EvalConfig)]:
+        lines.append(f"{name}:")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {f.name}: {default!r}")
+    return "\n".join(lines)
+
