@@ -1,0 +1,298 @@
+"""The feature-shard format: one ``tf.train.Example`` per image, and the manifest beside it.
+
+An example holds everything training and evaluation need about one image, so nothing
+else is read at training time:
+
+    image/id            bytes   the dataset's image id
+    features/grid       bytes   the (R, D) region grid as raw little-endian bytes
+    features/grid_shape int64   [R, D]
+    features/grid_dtype bytes   "float16" or "float32" (the grid's storage dtype)
+    features/pooled     float   (D,) global average of the grid, always float32
+    captions/text       bytes   (K,) every reference caption, raw text
+    captions/ids        int64   all K token-id sequences concatenated ([<start> ... <end>])
+    captions/lengths    int64   (K,) length of each sequence, to split ``captions/ids``
+
+Reading follows the decoder/parser split of tensorflow/models' dataloaders:
+``ExampleDecoder`` turns bytes into a dict of tensors (the stored layout), and
+``ExampleParser`` (``data/pipeline.py`` uses it) turns that dict into model inputs, with
+separate train and eval paths.
+
+``read_manifest(dir)`` loads ``<dir>/manifest.json`` written by
+``keras_captioning.features.extract`` (its schema is documented there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_captioning.errors import CaptioningError
+
+KEY_IMAGE_ID = "image/id"
+KEY_GRID = "features/grid"
+KEY_GRID_SHAPE = "features/grid_shape"
+KEY_GRID_DTYPE = "features/grid_dtype"
+KEY_POOLED = "features/pooled"
+KEY_CAPTIONS = "captions/text"
+KEY_CAPTION_IDS = "captions/ids"
+KEY_CAPTION_LENGTHS = "captions/lengths"
+
+GRID_DTYPES = ("float16", "float32")  # storage dtypes the decoder understands
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "keras_captioning.features"
+
+
+def serialize_example(image_id, grid, pooled, captions_text, captions_ids) -> bytes:
+    """Serialize one image's features and captions as a ``tf.train.Example``.
+
+    Args:
+        image_id: the image id (str; converted with ``str``).
+        grid: array (R, D) of float16 or float32; stored as raw bytes in its own dtype.
+        pooled: array (D,); stored as float32.
+        captions_text: the K reference captions (str).
+        captions_ids: K sequences of token ids (ragged: one list per caption).
+
+    Returns:
+        The serialized example.
+    """
+    grid = np.asarray(grid)
+    if grid.ndim != 2 or grid.dtype.name not in GRID_DTYPES:
+        raise ValueError(f"grid must be a 2-D float16/float32 array, got {grid.dtype} {grid.shape}")
+    if len(captions_text) != len(captions_ids):
+        raise ValueError(f"{len(captions_text)} caption texts but {len(captions_ids)} id sequences")
+    grid = grid.astype(grid.dtype.newbyteorder("<"), copy=False)  # stored little-endian everywhere
+    flat_ids = [int(token) for ids in captions_ids for token in ids]
+    feature = {
+        KEY_IMAGE_ID: _bytes_feature([str(image_id).encode("utf-8")]),
+        KEY_GRID: _bytes_feature([np.ascontiguousarray(grid).tobytes()]),
+        KEY_GRID_SHAPE: _int64_feature(list(grid.shape)),
+        KEY_GRID_DTYPE: _bytes_feature([grid.dtype.name.encode("ascii")]),
+        KEY_POOLED: tf.train.Feature(
+            float_list=tf.train.FloatList(value=np.asarray(pooled, np.float32).ravel())
+        ),
+        KEY_CAPTIONS: _bytes_feature([str(text).encode("utf-8") for text in captions_text]),
+        KEY_CAPTION_IDS: _int64_feature(flat_ids),
+        KEY_CAPTION_LENGTHS: _int64_feature([len(ids) for ids in captions_ids]),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+class ExampleDecoder:
+    """Serialized example -> dict of tensors, in the stored layout.
+
+    Output (for one example):
+        ``image_id`` string scalar; ``grid`` float32 (R, D) (decoded from the stored dtype
+        and cast); ``pooled`` float32 (D,); ``captions`` string (K,); ``caption_ids`` int32
+        (K, L) right-padded with 0, L = the longest of the K; ``caption_lengths`` int32 (K,).
+
+    Args:
+        grid_dtype: the stored grid dtype ("float16" | "float32"), usually the manifest's
+            ``dtype``. None reads it from each example (``features/grid_dtype``) at a small
+            cost, for shards without a manifest.
+        grid_shape: (R, D) to give ``grid`` a static shape (the manifest's ``grid_shape``);
+            None leaves it (None, None).
+        pooled_dim: D to give ``pooled`` a static shape; defaults to ``grid_shape[1]``.
+        keys: which of ``grid``/``pooled`` to decode; the other one is not parsed at all
+            (a pooled-feature model never pays for the grid bytes).
+    """
+
+    def __init__(
+        self,
+        grid_dtype: str | None = None,
+        grid_shape=None,
+        pooled_dim: int | None = None,
+        keys=("grid", "pooled"),
+    ):
+        if grid_dtype is not None and grid_dtype not in GRID_DTYPES:
+            raise CaptioningError(f"dtype: grid dtype must be one of {GRID_DTYPES}, got {grid_dtype!r}")
+        unknown = set(keys) - {"grid", "pooled"}
+        if unknown:
+            raise ValueError(f"keys: unknown feature(s) {sorted(unknown)}; use 'grid' and/or 'pooled'")
+        self.grid_dtype = grid_dtype
+        self.grid_shape = None if grid_shape is None else tuple(int(n) for n in grid_shape)
+        if pooled_dim is None and self.grid_shape is not None:
+            pooled_dim = self.grid_shape[1]
+        self.pooled_dim = pooled_dim
+        self.keys = tuple(keys)
+        spec = {
+            KEY_IMAGE_ID: tf.io.FixedLenFeature([], tf.string),
+            KEY_CAPTIONS: tf.io.VarLenFeature(tf.string),
+            KEY_CAPTION_IDS: tf.io.VarLenFeature(tf.int64),
+            KEY_CAPTION_LENGTHS: tf.io.VarLenFeature(tf.int64),
+        }
+        if "grid" in self.keys:
+            spec[KEY_GRID] = tf.io.FixedLenFeature([], tf.string)
+            spec[KEY_GRID_SHAPE] = tf.io.FixedLenFeature([2], tf.int64)
+            if grid_dtype is None:
+                spec[KEY_GRID_DTYPE] = tf.io.FixedLenFeature([], tf.string)
+        if "pooled" in self.keys:
+            spec[KEY_POOLED] = tf.io.VarLenFeature(tf.float32)
+        self._spec = spec
+
+    def __call__(self, serialized: tf.Tensor) -> dict:
+        parsed = tf.io.parse_single_example(serialized, self._spec)
+        lengths = tf.cast(tf.sparse.to_dense(parsed[KEY_CAPTION_LENGTHS]), tf.int32)
+        flat_ids = tf.cast(tf.sparse.to_dense(parsed[KEY_CAPTION_IDS]), tf.int32)
+        decoded = {
+            "image_id": parsed[KEY_IMAGE_ID],
+            "captions": tf.sparse.to_dense(parsed[KEY_CAPTIONS]),  # (K,)
+            "caption_ids": tf.RaggedTensor.from_row_lengths(flat_ids, lengths).to_tensor(0),  # (K, L)
+            "caption_lengths": lengths,  # (K,)
+        }
+        if "grid" in self.keys:
+            decoded["grid"] = self._decode_grid(parsed)
+        if "pooled" in self.keys:
+            pooled = tf.sparse.to_dense(parsed[KEY_POOLED])
+            if self.pooled_dim is not None:
+                pooled = tf.ensure_shape(pooled, [self.pooled_dim])
+            decoded["pooled"] = pooled
+        return decoded
+
+    def _decode_grid(self, parsed: dict) -> tf.Tensor:
+        shape = tf.cast(parsed[KEY_GRID_SHAPE], tf.int32)
+        raw = parsed[KEY_GRID]
+        if self.grid_dtype is not None:
+            grid = tf.cast(
+                tf.io.decode_raw(raw, tf.as_dtype(self.grid_dtype), little_endian=True), tf.float32
+            )
+        else:
+            grid = tf.cond(
+                tf.equal(parsed[KEY_GRID_DTYPE], "float16"),
+                lambda: tf.cast(tf.io.decode_raw(raw, tf.float16, little_endian=True), tf.float32),
+                lambda: tf.io.decode_raw(raw, tf.float32, little_endian=True),
+            )
+        grid = tf.reshape(grid, shape)  # (R, D)
+        if self.grid_shape is not None:
+            grid = tf.ensure_shape(grid, self.grid_shape)
+        return grid
+
+
+class ExampleParser:
+    """Decoded dict (``ExampleDecoder`` output) -> model inputs.
+
+    Train path (``nonempty_captions`` then ``train_example``): one ``{"features", "captions"}``
+    element per (image, caption), captions truncated to ``max_length`` the way
+    ``Vocabulary.encode`` does (first ``max_length - 1`` tokens, then ``<end>``).
+    Eval path (``eval_example``): ``{"image_id", "features", "references"}`` per image.
+
+    Args:
+        feature: "grid" (B, R, D) for the attention model or "pooled" (B, D) for the merge model.
+        max_length: cap on caption tokens (incl. <start>/<end>); None keeps the stored length.
+        pad_id, start_id, end_id: the vocabulary's special ids (package convention 0, 2, 3).
+    """
+
+    def __init__(
+        self,
+        feature: str = "grid",
+        max_length: int | None = None,
+        pad_id: int = 0,
+        start_id: int = 2,
+        end_id: int = 3,
+    ):
+        if feature not in ("grid", "pooled"):
+            raise CaptioningError(f"feature: must be 'grid' or 'pooled', got {feature!r}")
+        if max_length is not None and max_length < 2:
+            raise CaptioningError(f"max_length: must be at least 2 (<start> and <end>), got {max_length}")
+        self.feature = feature
+        self.max_length = max_length
+        self.pad_id, self.start_id, self.end_id = pad_id, start_id, end_id
+
+    def features(self, decoded: dict) -> tf.Tensor:
+        """The selected feature tensor: (R, D) grid or (D,) pooled."""
+        return decoded[self.feature]
+
+    def nonempty_captions(self, decoded: dict) -> tuple[tf.Tensor, tf.Tensor]:
+        """Caption rows holding at least one word token (not only pad/start/end).
+
+        Returns:
+            ``(ids (K', L) int32, lengths (K',) int32)`` with K' <= K.
+        """
+        ids = decoded["caption_ids"]
+        special = (ids == self.pad_id) | (ids == self.start_id) | (ids == self.end_id)
+        keep = tf.reduce_any(~special, axis=1)
+        return tf.boolean_mask(ids, keep), tf.boolean_mask(decoded["caption_lengths"], keep)
+
+    def train_example(self, features: tf.Tensor, ids: tf.Tensor, length: tf.Tensor) -> dict:
+        """One training element: ``{"features": features, "captions": int32 (L',)}``."""
+        ids = ids[:length]
+        if self.max_length is not None:
+            too_long = length > self.max_length
+            ids = ids[: self.max_length]
+            # Same rule as Vocabulary.encode: keep max_length - 1 tokens and end with <end>.
+            ids = tf.cond(
+                too_long,
+                lambda: tf.concat([ids[: self.max_length - 1], [self.end_id]], axis=0),
+                lambda: ids,
+            )
+        return {"features": features, "captions": ids}
+
+    def eval_example(self, decoded: dict) -> dict:
+        """One evaluation element: image id, features and the K reference texts."""
+        return {
+            "image_id": decoded["image_id"],
+            "features": self.features(decoded),
+            "references": decoded["captions"],
+        }
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """Load ``<directory>/manifest.json``; a missing or broken file is a CaptioningError.
+
+    The check covers what readers rely on: the format name, ``dtype``, ``grid_shape``,
+    ``counts`` and ``shards``.
+    """
+    path = os.path.join(os.fspath(directory), MANIFEST_NAME)
+    if not os.path.isfile(path):
+        workers = [n for n in _listdir(directory) if n.startswith("manifest.worker-")]
+        hint = (
+            f"; found {len(workers)} worker manifest(s): some workers have not finished, or run the "
+            "features step once more to merge them (finalize)"
+            if workers
+            else "; run the features step first (python -m keras_captioning features)"
+        )
+        raise CaptioningError(f"{path}: feature manifest not found{hint}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CaptioningError(
+            f"{path}: unreadable feature manifest ({err}); rerun the features step with --overwrite"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise CaptioningError(
+            f'{path}: not a keras-captioning feature manifest (no "format": '
+            f'"{MANIFEST_FORMAT}"); point to the folder the features step wrote'
+        )
+    problems = []
+    if manifest.get("dtype") not in GRID_DTYPES:
+        problems.append(f"dtype must be one of {GRID_DTYPES}")
+    shape = manifest.get("grid_shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(n, int) and n > 0 for n in shape)):
+        problems.append("grid_shape must be [regions, channels]")
+    for key in ("counts", "shards"):
+        if not isinstance(manifest.get(key), dict):
+            problems.append(f"'{key}' must be an object")
+    if problems:
+        raise CaptioningError(
+            f"{path}: corrupt feature manifest: {'; '.join(problems)}; rerun the "
+            "features step with --overwrite"
+        )
+    return manifest
+
+
+def _listdir(directory) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
+
+
+def _bytes_feature(values: list[bytes]) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def _int64_feature(values: list[int]) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))

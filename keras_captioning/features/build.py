@@ -1,0 +1,82 @@
+"""From an experiment config to feature shards: dataset -> subset/split -> vocabulary -> CNN.
+
+This is what ``python -m keras_captioning features`` (``make features``) runs. For the
+embedded synthetic dataset it first generates the images if they are not there yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from keras_captioning.config import ExperimentConfig
+from keras_captioning.data.loaders import load_dataset
+from keras_captioning.data.splits import select_and_split
+from keras_captioning.data.synthetic import generate_synthetic
+from keras_captioning.data.tfrecords import read_manifest
+from keras_captioning.data.vocab import Vocabulary
+from keras_captioning.errors import CaptioningError
+
+log = logging.getLogger(__name__)
+
+
+def load_records(cfg: ExperimentConfig):
+    """Reads the configured dataset and applies the subset and the by-image split."""
+    data = cfg.data
+    if data.format == "synthetic":
+        if not os.path.exists(os.path.join(data.root, "captions.json")):
+            log.info("generating the synthetic dataset (%d images) in %s", data.synthetic_images, data.root)
+            generate_synthetic(data.root, num_images=data.synthetic_images, seed=data.seed,
+                               image_size=data.synthetic_image_size)
+        records = load_dataset("synthetic", root=data.root)
+    else:
+        if not data.captions:
+            raise CaptioningError(f"data.captions: required for data.format={data.format}")
+        images = data.images or os.path.dirname(data.captions)
+        records = load_dataset(data.format, captions=data.captions, images=images)
+    if not records:
+        raise CaptioningError(f"{data.captions or data.root}: no usable images with captions")
+    return select_and_split(records, num_images=data.num_images, ratios=data.splits, seed=data.seed)
+
+
+def features_complete(out_dir: str) -> bool:
+    """True when a finished manifest (all workers merged) is there."""
+    if not os.path.exists(os.path.join(out_dir, "manifest.json")):
+        return False
+    try:
+        manifest = read_manifest(out_dir)
+    except CaptioningError:
+        return False
+    return all(os.path.exists(os.path.join(out_dir, name))
+               for names in manifest.get("shards", {}).values() for name in names)
+
+
+def build_features(cfg: ExperimentConfig, overwrite: bool = False, num_workers: int = 1,
+                   worker_index: int = 0) -> dict:
+    """Writes the shards, ``vocab.json`` and ``manifest.json`` for ``cfg``; returns the manifest."""
+    from keras_captioning.features.extract import extract_features  # TensorFlow from here on
+
+    out_dir = cfg.features_dir
+    if not overwrite and num_workers == 1 and features_complete(out_dir):
+        manifest = read_manifest(out_dir)
+        if manifest.get("backbone") == cfg.features.backbone:
+            log.info("features already complete in %s (use --overwrite to redo them)", out_dir)
+            return manifest
+    records = load_records(cfg)
+    train_captions = [c for r in records if r.split == "train" for c in r.captions]
+    if not train_captions:
+        raise CaptioningError("data.splits: the training split is empty; give it a non-zero ratio")
+    vocab = Vocabulary.build(train_captions, max_words=cfg.data.vocab_size)
+    log.info("vocabulary: %d tokens from %d training captions", len(vocab), len(train_captions))
+    return extract_features(
+        records, vocab, out_dir,
+        backbone=cfg.features.backbone, weights=cfg.features.weights,
+        image_size=cfg.features.image_size, alpha=cfg.features.alpha,
+        batch_size=cfg.features.batch_size, shard_size=cfg.features.shard_size,
+        dtype=cfg.features.dtype, num_workers=num_workers, worker_index=worker_index,
+        overwrite=overwrite, max_length=cfg.data.max_length,
+        extra_manifest={"experiment": cfg.name, "data": {
+            "format": cfg.data.format, "root": cfg.data.root, "captions": cfg.data.captions,
+            "num_images": cfg.data.num_images, "splits": cfg.data.splits, "seed": cfg.data.seed,
+            "vocab_size": cfg.data.vocab_size}},
+    )
