@@ -1,0 +1,210 @@
+"""The study's attention captioner (Show, Attend and Tell style, Bahdanau attention)."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_captioning.errors import CaptioningError
+from keras_captioning.models.bahdanau_attention import BahdanauAttention
+from keras_captioning.models.caption_model import CaptionModel
+from keras_captioning.models.cnn_encoder import CNNEncoder
+from keras_captioning.models.rnn_decoder import RNNDecoder
+
+
+@keras.saving.register_keras_serializable(package="keras_captioning")
+class AttentionCaptioner(CaptionModel):
+    """CNN-region encoder + Bahdanau attention + GRU/LSTM decoder.
+
+    Per time step t (teacher forcing: ``w_{t-1}`` is the true previous word)::
+
+        c_t, alpha_t = attention(W1 h_s (precomputed), h_s, h_{t-1})
+        h_t = cell([c_t; Embedding(w_{t-1})], h_{t-1})
+        logits_t = Dense(vocab)(Dense(units)(h_t or a_t = tanh(W_c [c_t; h_t])))
+
+    The time loop is one ``tf.scan`` (a ``tf.while_loop``) inside the graph: the
+    keys ``W1 h_s`` and the word embeddings are computed for all steps before the
+    loop, the loop carries only the recurrent state, and the output layers run on
+    all steps at once after it. The initial state is zeros (as in the study).
+
+    Args:
+        vocab_size: vocabulary size V.
+        feature_dim: size D of each region feature.
+        num_regions: number of regions R if fixed (informational; any R works).
+        embedding_dim: encoder output and word embedding size (study: 256).
+        units: decoder cell size (study: 512).
+        rnn: ``"gru"`` (study) or ``"lstm"``.
+        attention_units: attention size A (study: 512).
+        attention_vector: use ``a_t = tanh(W_c [c_t; h_t])`` before the output layers.
+        dropout: dropout rate on word embeddings and before the logits layer.
+        attention_reg: weight lambda of the doubly stochastic attention penalty
+            ``lambda * sum_regions (1 - sum_t alpha_t)^2`` (mean over the batch,
+            real time steps only); 0 disables it.
+        pad_id, start_id, end_id: special token ids.
+
+    Call:
+        ``model({"features": (B, R, D), "tokens": (B, T) int}, training=False,
+        return_attention=False)`` -> logits (B, T, V) float32, and attention
+        (B, T, R) float32 when ``return_attention=True``.
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        feature_dim=2048,
+        num_regions=None,
+        embedding_dim=256,
+        units=512,
+        rnn="gru",
+        attention_units=512,
+        attention_vector=False,
+        dropout=0.0,
+        attention_reg=0.0,
+        pad_id=0,
+        start_id=2,
+        end_id=3,
+        **kwargs,
+    ):
+        if attention_reg < 0:
+            raise CaptioningError(f"attention_reg: must be >= 0, got {attention_reg}")
+        super().__init__(**kwargs)
+
+        # === Layers ===
+        self.encoder = CNNEncoder(embedding_dim, name="encoder")
+        self.attention = BahdanauAttention(attention_units, name="attention")
+        self.decoder = RNNDecoder(
+            vocab_size,
+            embedding_dim=embedding_dim,
+            units=units,
+            rnn=rnn,
+            attention_vector=attention_vector,
+            dropout=dropout,
+            name="decoder",
+        )
+
+        # === Model ===
+        # A subclassed model: the wiring is in call(). All weights are created
+        # here from the configured sizes, so the model is built before its first
+        # call (needed because the sublayers are called inside a while loop,
+        # where variables cannot be created).
+        self.encoder.build((None, num_regions, feature_dim))
+        self.attention.build(features_shape=(None, num_regions, embedding_dim), hidden_shape=(None, units))
+        self.decoder.build(context_shape=(None, embedding_dim))
+        self.built = True
+
+        # === Config ===
+        self.vocab_size = vocab_size
+        self.feature_dim = feature_dim
+        self.num_regions = num_regions
+        self.embedding_dim = embedding_dim
+        self.units = units
+        self.rnn = rnn
+        self.attention_units = attention_units
+        self.attention_vector = attention_vector
+        self.dropout = dropout
+        self.attention_reg = attention_reg
+        self.pad_id = pad_id
+        self.start_id = start_id
+        self.end_id = end_id
+
+    def build(self, input_shape=None):
+        # Weights were created in __init__; nothing depends on the input shape.
+        self.built = True
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "vocab_size": self.vocab_size,
+            "feature_dim": self.feature_dim,
+            "num_regions": self.num_regions,
+            "embedding_dim": self.embedding_dim,
+            "units": self.units,
+            "rnn": self.rnn,
+            "attention_units": self.attention_units,
+            "attention_vector": self.attention_vector,
+            "dropout": self.dropout,
+            "attention_reg": self.attention_reg,
+            "pad_id": self.pad_id,
+            "start_id": self.start_id,
+            "end_id": self.end_id,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # ------------------------------------------------------------------ teacher forcing
+
+    def _attend_and_step(self, embedded, state, encoded, keys):
+        """Shared by the training loop and decode_step: attention on h_{t-1}, then the cell."""
+        context, weights = self.attention(keys, encoded, state[0])  # (B, E), (B, R)
+        hidden, state = self.decoder.step(embedded, context, state)  # (B, units)
+        return hidden, state, context, weights
+
+    def call(self, inputs, training=None, return_attention=False):
+        features, tokens = inputs["features"], inputs["tokens"]
+        encoded = self.encoder(features)  # (B, R, E)
+        keys = self.attention.project_keys(encoded)  # (B, R, A): once per image, not per step
+        embedded = self.decoder.embed(tokens, training=training)  # (B, T, E)
+
+        batch = ops.shape(embedded)[0]
+        state = self.decoder.get_initial_state(batch)
+        zero_hidden = ops.zeros((batch, self.units), dtype=state[0].dtype)
+        zero_context = ops.zeros((batch, self.embedding_dim), dtype=encoded.dtype)
+        zero_weights = ops.zeros((batch, ops.shape(encoded)[1]), dtype="float32")
+
+        def step(carry, embedded_t):
+            hidden, state, context, weights = self._attend_and_step(embedded_t, carry[0], encoded, keys)
+            return (state, hidden, context, weights)
+
+        # tf.scan = tf.while_loop over the time axis, inside the graph; it stacks
+        # every step's carry (state, hidden, context, weights) on a new axis 0.
+        _, hiddens, contexts, weights = tf.scan(
+            step,
+            tf.transpose(embedded, (1, 0, 2)),  # time-major (T, B, E)
+            initializer=(state, zero_hidden, zero_context, zero_weights),
+        )
+        hiddens = tf.transpose(hiddens, (1, 0, 2))  # (B, T, units)
+        contexts = tf.transpose(contexts, (1, 0, 2))  # (B, T, E)
+        logits = self.decoder.output_logits(hiddens, contexts, training=training)  # (B, T, V) float32
+        if return_attention:
+            return logits, tf.transpose(weights, (1, 0, 2))  # (B, T, R) float32
+        return logits
+
+    def compute_logits_and_penalty(self, features, tokens, targets, training=False):
+        """Logits and the doubly stochastic attention penalty (0 if attention_reg == 0).
+
+        ``penalty = attention_reg * mean_batch sum_regions (1 - sum_t alpha_{t,r})^2``
+        where the time sum runs over steps whose target is a real token.
+        """
+        inputs = {"features": features, "tokens": tokens}
+        if not self.attention_reg:
+            return self(inputs, training=training), ops.zeros((), "float32")
+        logits, attention = self(inputs, training=training, return_attention=True)
+        real = ops.cast(ops.not_equal(targets, self.pad_id), "float32")  # (B, T)
+        coverage = ops.sum(attention * ops.expand_dims(real, -1), axis=1)  # (B, R)
+        penalty = ops.mean(ops.sum(ops.square(1.0 - coverage), axis=-1))
+        return logits, self.attention_reg * penalty
+
+    # ------------------------------------------------------------------ decoding
+
+    def init_decode(self, features):
+        """Encode the regions and project the attention keys once.
+
+        Args:
+            features: float (B, R, D).
+
+        Returns:
+            ``(context, state)``: context = ``(encoded (B, R, E), keys (B, R, A))``;
+            state = zero initial state, ``[h]`` (GRU) or ``[h, c]`` (LSTM), each (B, units).
+        """
+        encoded = self.encoder(ops.convert_to_tensor(features, "float32"))
+        keys = self.attention.project_keys(encoded)
+        return (encoded, keys), self.decoder.get_initial_state(ops.shape(encoded)[0])
+
+    def decode_step(self, tokens, state, context):
+        """One step: previous tokens (B,) -> (logits (B, V) float32, new state, attention (B, R) float32)."""
+        encoded, keys = context
+        embedded = self.decoder.embed(tokens)
+        hidden, state, step_context, weights = self._attend_and_step(embedded, state, encoded, keys)
+        return self.decoder.output_logits(hidden, step_context), state, weights

@@ -1,0 +1,141 @@
+"""Shared base of the captioners: custom train/test steps and the decoding contract."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_captioning.errors import CaptioningError
+from keras_captioning.losses import masked_accuracy_counts, masked_ce_sum
+from keras_captioning.models.caption_loss import CaptionLoss
+from keras_captioning.models.perplexity import Perplexity
+
+
+class CaptionModel(keras.Model):
+    """Base class for captioning models trained with teacher forcing.
+
+    Subclasses provide ``call({"features", "tokens"}, training)`` returning logits
+    float32 (B, T, V), the decoding API and the config attributes ``vocab_size``,
+    ``pad_id``, ``start_id``, ``end_id``.
+
+    Batches given to ``fit``/``evaluate`` are dicts ``{"features": (B, ...) float32,
+    "captions": (B, L) int32}`` (extra keys such as ``image_id`` are ignored), with
+    captions ``[START, w1, ..., END, PAD...]``. Input tokens are ``captions[:, :-1]``,
+    targets ``captions[:, 1:]``; padded targets do not count.
+
+    Logged metrics, accumulated over the epoch (so independent of batching and
+    replicas): ``loss``, the optimised objective = cross-entropy summed over real
+    target tokens / their number, plus the regularisation (a mean over images);
+    ``accuracy``, argmax accuracy over real tokens; ``perplexity``, ``exp`` of the
+    cross-entropy part. Without regularisation ``loss == log(perplexity)``.
+
+    Gradient clipping is the optimizer's job: compile with e.g.
+    ``keras.optimizers.Adam(4e-4, clipnorm=5.0)``; Keras clips each gradient
+    tensor's norm inside ``optimizer.apply`` (``global_clipnorm`` clips the global
+    norm instead). Under a ``mixed_float16`` policy ``compile`` wraps the optimizer
+    in a ``LossScaleOptimizer``; ``train_step`` scales the loss through
+    ``optimizer.scale_loss`` and ``apply`` unscales the gradients.
+
+    Decoding contract (used by ``keras_captioning.decoding``)::
+
+        context, state = model.init_decode(features)
+        logits, state, attention = model.decode_step(tokens, state, context)
+
+    ``context`` is a tensor or tuple of tensors and ``state`` a list of tensors,
+    all with the batch on axis 0; ``tokens`` int32 (B,); ``logits`` float32 (B, V);
+    ``attention`` float32 (B, R) or ``None``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_tracker = CaptionLoss(name="loss")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+        self.perplexity_tracker = Perplexity(name="perplexity")
+
+    # ------------------------------------------------------------------ training
+
+    @property
+    def metrics(self):
+        # Listed here so Keras resets them at each epoch and logs them.
+        return [self.loss_tracker, self.accuracy_tracker, self.perplexity_tracker]
+
+    def _split_batch(self, data):
+        """Batch dict -> (features, tokens (B, L-1), targets (B, L-1))."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if not isinstance(x, dict) or "features" not in x or "captions" not in x:
+            raise CaptioningError(
+                "training batch: expected a dict with keys 'features' and 'captions'; "
+                f"got {type(x).__name__}{sorted(x) if isinstance(x, dict) else ''}; "
+                "use keras_captioning.data.pipeline.make_train_dataset"
+            )
+        captions = ops.cast(x["captions"], "int32")
+        return x["features"], captions[:, :-1], captions[:, 1:]
+
+    def compute_logits_and_penalty(self, features, tokens, targets, training=False):
+        """Teacher-forced logits (B, T, V) and a float32 scalar regularisation term.
+
+        The default has no penalty; the attention model adds the doubly stochastic
+        attention term here.
+        """
+        logits = self({"features": features, "tokens": tokens}, training=training)
+        return logits, ops.zeros((), "float32")
+
+    def _objective(self, features, tokens, targets, training):
+        logits, penalty = self.compute_logits_and_penalty(features, tokens, targets, training=training)
+        ce_sum, num_tokens = masked_ce_sum(targets, logits, self.pad_id)
+        penalty = ops.cast(penalty, "float32")
+        if self.losses:  # weight regularisers added by layers, if any
+            penalty = penalty + ops.cast(ops.sum(self.losses), "float32")
+        return logits, ce_sum, num_tokens, penalty
+
+    def _update_metrics(self, targets, logits, ce_sum, num_tokens, penalty):
+        correct, _ = masked_accuracy_counts(targets, logits, self.pad_id)
+        self.loss_tracker.update_state(ce_sum, num_tokens, penalty, ops.shape(targets)[0])
+        self.accuracy_tracker.update_state(correct / ops.maximum(num_tokens, 1.0), sample_weight=num_tokens)
+        self.perplexity_tracker.update_state(ce_sum, num_tokens)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        features, tokens, targets = self._split_batch(data)
+        with tf.GradientTape() as tape:
+            logits, ce_sum, num_tokens, penalty = self._objective(features, tokens, targets, training=True)
+            loss = self._replica_loss(ce_sum, num_tokens, penalty, ops.shape(targets)[0])
+            if hasattr(self.optimizer, "scale_loss"):
+                loss = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._update_metrics(targets, logits, ce_sum, num_tokens, penalty)
+
+    def test_step(self, data):
+        features, tokens, targets = self._split_batch(data)
+        logits, ce_sum, num_tokens, penalty = self._objective(features, tokens, targets, training=False)
+        return self._update_metrics(targets, logits, ce_sum, num_tokens, penalty)
+
+    @staticmethod
+    def _replica_loss(ce_sum, num_tokens, penalty, num_images):
+        """The loss whose gradient this replica contributes.
+
+        Under a tf.distribute strategy the optimizer *sums* the replicas'
+        gradients, so each replica divides its summed cross-entropy by the
+        *global* number of real tokens and weights its batch-mean penalty by its
+        share of the global batch (both all-reduced): the sum over replicas is
+        then exactly the single-device loss of the whole batch.
+        """
+        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+            return ce_sum / ops.maximum(num_tokens, 1.0) + penalty
+        num_images = ops.cast(num_images, "float32")
+        context = tf.distribute.get_replica_context()
+        global_tokens, global_images = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, [num_tokens, num_images]
+        )
+        share = num_images / ops.maximum(global_images, 1.0)
+        return ce_sum / ops.maximum(global_tokens, 1.0) + penalty * share
+
+    # ------------------------------------------------------------------ decoding
+
+    def init_decode(self, features):
+        """Run the encoder once: returns ``(context, state)``; see the class docstring."""
+        raise NotImplementedError
+
+    def decode_step(self, tokens, state, context):
+        """One decoding step: returns ``(logits (B, V) float32, state, attention or None)``."""
+        raise NotImplementedError

@@ -1,0 +1,137 @@
+"""Word decoder of the attention captioner: one recurrent step plus the output layers."""
+
+import keras
+from keras import ops
+
+from keras_captioning.errors import CaptioningError
+
+_CELLS = {"gru": keras.layers.GRUCell, "lstm": keras.layers.LSTMCell}
+
+
+@keras.saving.register_keras_serializable(package="keras_captioning")
+class RNNDecoder(keras.layers.Layer):
+    """Embedding + recurrent cell + output layers, used one time step at a time.
+
+    Per step (study): ``x_t = [c_t; E w_{t-1}]`` -> cell -> ``h_t``; then
+    ``Dense(units)`` -> ``Dense(vocab)`` logits. With ``attention_vector=True`` the
+    output layers read the paper's attention vector ``a_t = tanh(W_c [c_t; h_t])``
+    instead of ``h_t``.
+
+    The recurrence is split from the output layers so that the captioner can run
+    only the recurrence inside its time loop and apply the output layers to all
+    steps at once afterwards (they do not feed back into the recurrence).
+
+    Cell initialisation: kernel and recurrent kernel both ``glorot_uniform``,
+    as in the study (its GRU used ``recurrent_initializer='glorot_uniform'``;
+    Keras' default recurrent initialiser would be orthogonal).
+
+    Args:
+        vocab_size: vocabulary size V.
+        embedding_dim: word embedding size E (study: 256).
+        units: cell size and size of the Dense before the logits (study: 512).
+        rnn: ``"gru"`` (study) or ``"lstm"``.
+        attention_vector: use ``a_t = tanh(W_c [c_t; h_t])`` before the output layers.
+        dropout: dropout rate on word embeddings and before the logits layer.
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        embedding_dim=256,
+        units=512,
+        rnn="gru",
+        attention_vector=False,
+        dropout=0.0,
+        **kwargs,
+    ):
+        if rnn not in _CELLS:
+            raise CaptioningError(f"rnn: unknown cell type {rnn!r}; use one of {sorted(_CELLS)}")
+        super().__init__(**kwargs)
+        policy = self.dtype_policy
+        # === Layers ===
+        self.embedding = keras.layers.Embedding(
+            vocab_size, embedding_dim, embeddings_initializer="glorot_uniform", dtype=policy, name="embedding"
+        )
+        self.cell = _CELLS[rnn](
+            units,
+            kernel_initializer="glorot_uniform",
+            recurrent_initializer="glorot_uniform",
+            dtype=policy,
+            name=f"{rnn}_cell",
+        )
+        self.attention_dense = (
+            keras.layers.Dense(units, activation="tanh", use_bias=False, dtype=policy, name="W_c")
+            if attention_vector
+            else None
+        )
+        # The study's two output layers are both linear (no activation between them).
+        self.hidden_dense = keras.layers.Dense(units, dtype=policy, name="hidden_dense")
+        self.dropout_layer = keras.layers.Dropout(dropout, dtype=policy, name="dropout")
+        # Logits in float32 under mixed precision.
+        self.logits_dense = keras.layers.Dense(vocab_size, dtype="float32", name="logits")
+        # === Config ===
+        self.vocab_size = vocab_size
+        self.embedding_dim = embedding_dim
+        self.units = units
+        self.rnn = rnn
+        self.attention_vector = attention_vector
+        self.dropout = dropout
+
+    def build(self, context_shape):
+        """Create all weights for a context vector of shape (..., C)."""
+        context_dim = context_shape[-1]
+        self.embedding.build((None,))
+        self.cell.build((None, context_dim + self.embedding_dim))
+        if self.attention_dense is not None:
+            self.attention_dense.build((None, context_dim + self.units))
+        self.hidden_dense.build((None, self.units))
+        self.logits_dense.build((None, self.units))
+
+    def embed(self, tokens, training=False):
+        """int (B,) or (B, T) -> (B, [T,] E), with dropout when training."""
+        return self.dropout_layer(self.embedding(ops.cast(tokens, "int32")), training=training)
+
+    def get_initial_state(self, batch_size):
+        """Zero state: ``[h]`` for GRU, ``[h, c]`` for LSTM, each (B, units)."""
+        return list(self.cell.get_initial_state(batch_size=batch_size))
+
+    def step(self, embedded, context, state):
+        """One recurrence step.
+
+        Args:
+            embedded: (B, E) embedded previous word.
+            context: (B, C) attention context for this step.
+            state: list of (B, units) tensors.
+
+        Returns:
+            ``(h, new_state)``: h (B, units), new_state a list like ``state``.
+        """
+        inputs = ops.concatenate([context, embedded], axis=-1)  # study order: [c_t; E w]
+        output, new_state = self.cell(inputs, state, training=False)
+        return output, list(new_state)
+
+    def output_logits(self, hidden, context, training=False):
+        """(B, [T,] units) states and (B, [T,] C) contexts -> logits (B, [T,] V) float32."""
+        if self.attention_dense is not None:
+            hidden = self.attention_dense(ops.concatenate([context, hidden], axis=-1))  # a_t
+        hidden = self.hidden_dense(hidden)
+        return self.logits_dense(self.dropout_layer(hidden, training=training))
+
+    def call(self, tokens, context, state, training=False):
+        """One full decoding step: previous tokens (B,) -> (logits (B, V), new_state)."""
+        hidden, new_state = self.step(self.embed(tokens, training=training), context, state)
+        return self.output_logits(hidden, context, training=training), new_state
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocab_size": self.vocab_size,
+                "embedding_dim": self.embedding_dim,
+                "units": self.units,
+                "rnn": self.rnn,
+                "attention_vector": self.attention_vector,
+                "dropout": self.dropout,
+            }
+        )
+        return config

@@ -1,0 +1,124 @@
+"""Figures: loss curves, attention maps, Good/Fair/Bad example panels.
+
+The only module that imports matplotlib (with the non-interactive Agg backend, so it works
+on a machine without a display).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_loss_curves(csv_path: str, out_path: str, title: str | None = None) -> str | None:
+    """Draws loss (and val_loss, accuracy) per epoch from a Keras ``CSVLogger`` file."""
+    with open(csv_path, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return None
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for key, style in [("loss", "-o"), ("val_loss", "--s")]:
+        if key in rows[0]:
+            axes[0].plot(epochs, [float(r[key]) for r in rows], style, label=key, ms=3)
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("masked cross-entropy per token")
+    axes[0].legend()
+    for key, style in [("accuracy", "-o"), ("val_accuracy", "--s")]:
+        if key in rows[0]:
+            axes[1].plot(epochs, [float(r[key]) for r in rows], style, label=key, ms=3)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("token accuracy")
+    axes[1].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def _upsample(weights: np.ndarray, grid: int, size: tuple) -> np.ndarray:
+    """(R,) attention over a grid x grid map -> an (H, W) heat map in image coordinates."""
+    heat = np.asarray(weights, dtype=np.float32).reshape(grid, grid)
+    h, w = size
+    rows = (np.arange(h) * grid // h).clip(0, grid - 1)
+    cols = (np.arange(w) * grid // w).clip(0, grid - 1)
+    return heat[rows][:, cols]
+
+
+def plot_attention(image: np.ndarray, words: list, attention: np.ndarray, out_path: str,
+                   title: str | None = None, cols: int = 4) -> str:
+    """The study's figure: the image with one heat-map overlay per generated word, in a grid.
+
+    Args:
+        image: (H, W, 3) uint8.
+        words: the generated words (without ``<end>``).
+        attention: (len(words), R) weights over the R = g*g regions; each row sums to 1.
+    """
+    attention = np.asarray(attention)[: len(words)]
+    grid = int(round(math.sqrt(attention.shape[-1])))
+    n = max(len(words), 1)
+    cols = min(cols, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, word in enumerate(words):
+        ax = axes.ravel()[i]
+        ax.imshow(image)
+        ax.imshow(_upsample(attention[i], grid, image.shape[:2]), cmap="jet", alpha=0.45,
+                  interpolation="bilinear")
+        ax.set_title(word, fontsize=11)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def plot_panel(examples: list, out_path: str, title: str) -> str:
+    """One row per example: the image, then references, prediction and its scores as text.
+
+    Each example is a dict with ``image`` (H, W, 3) uint8, ``references`` (list of str),
+    ``prediction`` (str), ``scores`` (dict name -> float) and optionally ``wer_matrix``
+    (2-D int array) drawn as a small table image.
+    """
+    n = max(len(examples), 1)
+    has_matrix = any(e.get("wer_matrix") is not None for e in examples)
+    ncols = 3 if has_matrix else 2
+    fig, axes = plt.subplots(n, ncols, figsize=(4.2 * ncols, 3.0 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2.2, 1.3][:ncols]})
+    for row, ex in enumerate(examples):
+        ax_img, ax_txt = axes[row][0], axes[row][1]
+        ax_img.imshow(ex["image"])
+        ax_img.axis("off")
+        ax_img.set_title(str(ex.get("image_id", "")), fontsize=8)
+        refs = "\n".join(f"  {r}" for r in ex["references"][:5])
+        scores = "  ".join(f"{k} {v:.3f}" for k, v in ex["scores"].items())
+        text = f"prediction:\n  {ex['prediction']}\n\nreferences:\n{refs}\n\n{scores}"
+        ax_txt.text(0.0, 1.0, text, va="top", ha="left", fontsize=8, family="monospace", wrap=True)
+        ax_txt.axis("off")
+        if has_matrix:
+            ax_m = axes[row][2]
+            mat = ex.get("wer_matrix")
+            if mat is not None:
+                ax_m.imshow(mat, cmap="Blues")
+                ax_m.set_title("WER edit-distance matrix", fontsize=8)
+                ax_m.set_xlabel("hypothesis words", fontsize=7)
+                ax_m.set_ylabel("reference words", fontsize=7)
+                ax_m.tick_params(labelsize=6)
+            else:
+                ax_m.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,171 @@
+"""Both captioners: shapes, dtypes, step/sequence agreement, serialization, config."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_captioning.decoding import greedy_decode
+from keras_captioning.errors import CaptioningError
+from keras_captioning.models import (
+    AttentionCaptioner,
+    BahdanauAttention,
+    CaptionModel,
+    CNNEncoder,
+    MergeCaptioner,
+    RNNDecoder,
+    build_merge_captioner,
+)
+
+VOCAB, REGIONS, DIM, BATCH, STEPS = 20, 4, 8, 3, 5
+
+
+def make_attention(**overrides):
+    kwargs = dict(
+        vocab_size=VOCAB, feature_dim=DIM, num_regions=REGIONS, embedding_dim=8, units=16, attention_units=8
+    )
+    kwargs.update(overrides)
+    return AttentionCaptioner(**kwargs)
+
+
+def make_merge(**overrides):
+    kwargs = dict(vocab_size=VOCAB, feature_dim=DIM, embedding_dim=8, units=16, dropout=0.2)
+    kwargs.update(overrides)
+    return build_merge_captioner(**kwargs)
+
+
+def make_inputs(kind, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (BATCH, REGIONS, DIM) if kind == "attention" else (BATCH, DIM)
+    features = rng.normal(size=shape).astype(np.float32)
+    tokens = rng.integers(4, VOCAB, size=(BATCH, STEPS)).astype(np.int32)
+    tokens[:, 0] = 2
+    tokens[0, 3:] = 0  # a padded row
+    return {"features": features, "tokens": tokens}
+
+
+MODELS = {
+    "merge": make_merge,
+    "attention-gru": make_attention,
+    "attention-lstm-vector": lambda: make_attention(rnn="lstm", attention_vector=True, attention_reg=0.5),
+}
+
+
+@pytest.fixture(params=sorted(MODELS))
+def model_and_inputs(request):
+    keras.utils.set_random_seed(0)
+    model = MODELS[request.param]()
+    return model, make_inputs("merge" if request.param == "merge" else "attention")
+
+
+def test_logits_shape_and_dtype(model_and_inputs):
+    model, inputs = model_and_inputs
+    logits = model(inputs)
+    assert tuple(logits.shape) == (BATCH, STEPS, VOCAB)
+    assert logits.dtype.name == "float32"
+    assert isinstance(model, CaptionModel)
+    model.summary(print_fn=lambda *args, **kwargs: None)  # shape inference of every sublayer works
+    assert (model.vocab_size, model.pad_id, model.start_id, model.end_id) == (VOCAB, 0, 2, 3)
+
+
+def test_decode_steps_reproduce_teacher_forced_logits(model_and_inputs):
+    """decode_step, fed the same tokens, gives the sequence model's logits step by step."""
+    model, inputs = model_and_inputs
+    logits = model(inputs).numpy()
+    context, state = model.init_decode(inputs["features"])
+    for t in range(STEPS):
+        step_logits, state, attention = model.decode_step(inputs["tokens"][:, t], state, context)
+        assert step_logits.dtype.name == "float32"
+        np.testing.assert_allclose(step_logits.numpy()[1:], logits[1:, t], atol=1e-5)
+        if t < 3:  # row 0 is padded from t = 3 on (the merge LSTM masks those steps)
+            np.testing.assert_allclose(step_logits.numpy()[0], logits[0, t], atol=1e-5)
+        assert (attention is None) == isinstance(model, MergeCaptioner)
+
+
+def test_keras_round_trip(model_and_inputs, tmp_path):
+    model, inputs = model_and_inputs
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(loaded(inputs).numpy(), model(inputs).numpy())
+    # The custom methods survive: same decodes, and train_step still works.
+    a, b = greedy_decode(model, inputs["features"], 6), greedy_decode(loaded, inputs["features"], 6)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    loaded.compile(optimizer=keras.optimizers.Adam(1e-3))
+    captions = np.concatenate([inputs["tokens"], np.full((BATCH, 1), 3, np.int32)], axis=1)
+    logs = loaded.train_on_batch({"features": inputs["features"], "captions": captions}, return_dict=True)
+    assert set(logs) == {"loss", "accuracy", "perplexity"}
+
+
+def test_attention_weights_sum_to_one():
+    keras.utils.set_random_seed(0)
+    model = make_attention()
+    logits, attention = model(make_inputs("attention"), return_attention=True)
+    assert tuple(attention.shape) == (BATCH, STEPS, REGIONS)
+    assert attention.dtype.name == "float32" and logits.dtype.name == "float32"
+    np.testing.assert_allclose(attention.numpy().sum(-1), 1.0, atol=1e-5)
+    assert (attention.numpy() >= 0).all()
+
+
+def test_keys_projected_once_per_call(monkeypatch):
+    """W1 . features is computed once per image, not once per time step."""
+    model = make_attention()
+    calls = []
+    original = model.attention.project_keys
+    monkeypatch.setattr(model.attention, "project_keys", lambda f: calls.append(1) or original(f))
+    model(make_inputs("attention"))  # eager: a per-step projection would be called STEPS times
+    assert len(calls) == 1
+    context, state = model.init_decode(make_inputs("attention")["features"])
+    for _ in range(3):
+        model.decode_step(np.full((BATCH,), 2, np.int32), state, context)
+    assert len(calls) == 2
+
+
+def test_attention_penalty_matches_numpy():
+    keras.utils.set_random_seed(0)
+    model = make_attention(attention_reg=0.7)
+    inputs = make_inputs("attention")
+    targets = inputs["tokens"].copy()
+    targets[1, 4] = 0  # one more padded target
+    _, attention = model(inputs, return_attention=True)
+    _, penalty = model.compute_logits_and_penalty(inputs["features"], inputs["tokens"], targets)
+    real = (targets != 0).astype(np.float32)[..., None]
+    coverage = (attention.numpy() * real).sum(axis=1)  # (B, R)
+    expected = 0.7 * ((1.0 - coverage) ** 2).sum(-1).mean()
+    assert float(penalty) == pytest.approx(expected, rel=1e-5)
+    _, no_penalty = make_attention().compute_logits_and_penalty(inputs["features"], inputs["tokens"], targets)
+    assert float(no_penalty) == 0.0
+
+
+def test_encoder_accepts_grid():
+    encoder = CNNEncoder(8)
+    grid = np.random.default_rng(0).normal(size=(2, 2, 2, DIM)).astype(np.float32)
+    out = encoder(grid)
+    assert tuple(out.shape) == (2, 4, 8)
+    np.testing.assert_allclose(out.numpy(), encoder(grid.reshape(2, 4, DIM)).numpy(), atol=1e-6)
+    assert (out.numpy() >= 0).all()  # ReLU
+
+
+def test_layers_are_serializable():
+    for layer in (
+        CNNEncoder(8),
+        BahdanauAttention(8),
+        RNNDecoder(VOCAB, 8, 16, rnn="lstm", attention_vector=True),
+    ):
+        clone = layer.__class__.from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+
+
+def test_bad_arguments_raise_captioning_error():
+    with pytest.raises(CaptioningError, match="rnn"):
+        make_attention(rnn="transformer")
+    with pytest.raises(CaptioningError, match="pad_id"):
+        make_merge(pad_id=1)
+    with pytest.raises(CaptioningError, match="attention_reg"):
+        make_attention(attention_reg=-1.0)
+    model = make_merge()
+    model.compile(optimizer="adam")
+    with pytest.raises(CaptioningError, match="captions"):
+        model.train_on_batch({"features": np.zeros((2, DIM), np.float32)})
