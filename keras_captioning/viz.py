@@ -63,16 +63,19 @@ def plot_attention(image: np.ndarray, words: list, attention: np.ndarray, out_pa
         attention: (len(words), R) weights over the R = g*g regions; each row sums to 1.
     """
     attention = np.asarray(attention)[: len(words)]
-    grid = int(round(math.sqrt(attention.shape[-1])))
     n = max(len(words), 1)
     cols = min(cols, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
+    if not words:  # an empty caption: show the image, there is no attention to draw
+        axes.ravel()[0].imshow(image)
+        axes.ravel()[0].set_title("(empty caption)", fontsize=11)
     for i, word in enumerate(words):
         ax = axes.ravel()[i]
         ax.imshow(image)
+        grid = int(round(math.sqrt(attention.shape[-1])))
         ax.imshow(_upsample(attention[i], grid, image.shape[:2]), cmap="jet", alpha=0.45,
                   interpolation="bilinear")
         ax.set_title(word, fontsize=11)

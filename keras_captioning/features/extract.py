@@ -85,6 +85,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
@@ -107,6 +108,8 @@ VOCAB_NAME = "vocab.json"
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 WORKER_MANIFEST = "manifest.worker-{index}-of-{count}.json"
 LARGE_IMAGE_PIXELS = 4096 * 4096  # above this the image is shrunk by PIL before TensorFlow sees it
+RANDOM_BACKBONE_SEED = 1234  # seeds a backbone built with weights=None
+RANDOM_BACKBONE_FILE = "backbone.weights.h5"  # its weights, saved beside the shards
 TF_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP")  # PIL format names tf.io.decode_image reads
 PROGRESS_SECONDS = 5.0  # interval of the images/s + ETA log line
 MAX_SKIP_LOGS = 5  # per shard; every skip is listed in the manifest anyway
@@ -235,7 +238,16 @@ def extract_features(records, vocab, out_dir, backbone: str = "inception_v3", we
 
     written = skipped = 0
     if pending:
+        if weights is None:
+            # Random weights must be the same in every worker and at captioning time: seed them,
+            # and keep a copy next to the shards (Captioner.from_run loads it).
+            keras.utils.set_random_seed(RANDOM_BACKBONE_SEED)
         model = build_backbone(backbone, weights=weights, image_size=size, alpha=alpha)
+        random_file = os.path.join(out_dir, RANDOM_BACKBONE_FILE)
+        if weights is None and model.weights and not os.path.exists(random_file):
+            tmp = os.path.join(out_dir, f"tmp-{os.getpid()}-{RANDOM_BACKBONE_FILE}")
+            model.save_weights(tmp)
+            os.replace(tmp, random_file)
         worker_manifest["grid_shape"] = [int(n) for n in model.output["grid"].shape[1:]]
         worker_manifest["grid_hw"] = _grid_hw(model)
         runner = _FeatureRunner(model, size, dtype, batch_size)

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 
 from keras_captioning import __version__
 from keras_captioning.config import ExperimentConfig, from_dict, save_config
@@ -237,7 +238,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
         model.fit(train_ds, validation_data=val_ds, validation_steps=val_steps, epochs=cfg.train.epochs,
                   shuffle=False,  # the pipeline shuffles, seeded per epoch
                   initial_epoch=first_epoch, steps_per_epoch=steps, callbacks=callbacks,
-                  verbose=2 if os.environ.get("CI") else "auto")
+                  verbose="auto" if sys.stdout.isatty() else 2)  # no progress bars in log files
     except KeyboardInterrupt:
         ckpt.save_interrupted(tracker.epoch)
         log.warning("interrupted: checkpoint saved in %s; continue with --resume", run_dir)

@@ -1,0 +1,171 @@
+"""``python -m keras_captioning <subcommand>``: features, train, evaluate, caption, compare, demo.
+
+User errors (:class:`CaptioningError`) print one ``error: ...`` line and exit with status 2;
+Ctrl-C exits with 130 after the trainer has saved its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from keras_captioning.errors import CaptioningError
+
+log = logging.getLogger("keras_captioning")
+
+
+def _add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--config", default=default, help="experiment YAML (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.epochs=3 (repeatable)")
+
+
+def _load(args):
+    from keras_captioning.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_features(args) -> int:
+    from keras_captioning.features.build import build_features
+
+    cfg = _load(args)
+    manifest = build_features(cfg, overwrite=args.overwrite, num_workers=args.num_workers,
+                              worker_index=args.worker_index)
+    out = cfg.features_dir
+    print(f"features: shards and manifest in {out} (manifest: {os.path.join(out, 'manifest.json')})")
+    counts = manifest.get("counts", {})
+    print("features: " + ", ".join(f"{s} {c.get('images', 0)} images" for s, c in counts.items())
+          + f"; skipped {len(manifest.get('skipped', []))}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from keras_captioning.training.trainer import train
+
+    cfg = _load(args)
+    run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(f"train: run directory {run_dir} (checkpoints, log.csv, loss.png)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from keras_captioning.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, split=args.split, beam=args.beam, checkpoint=args.checkpoint)
+    print(result["table"])
+    print(f"evaluate: report in {result['report_dir']}")
+    return 0
+
+
+def cmd_caption(args) -> int:
+    from keras_captioning.captioner import Captioner
+
+    captioner = Captioner.from_run(args.run, checkpoint=args.checkpoint)
+    results = captioner.caption(args.images, beam=args.beam)
+    for path, res in zip(args.images, results):
+        print(f"{path}\t{res['caption']}")
+    if args.attention_map:
+        if results[0].get("attention") is None:
+            raise CaptioningError(f"{args.run}: a merge model has no attention to draw")
+        paths = captioner.draw_attention(results, args.attention_map)
+        for p in paths:
+            print(f"caption: attention map written to {p}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from keras_captioning.evaluate import compare_runs
+
+    table, md_path, csv_path = compare_runs(args.runs, out_dir=args.out)
+    print(table)
+    print(f"compare: {md_path} and {csv_path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from keras_captioning.demo import run_demo
+
+    report = run_demo(quick=args.quick, out_dir=args.out)
+    print(f"demo: report written to {report}")
+    return 0
+
+
+def cmd_coco_data(args) -> int:
+    from keras_captioning.data.download import download_coco
+
+    result = download_coco(args.dest, base_url=args.base_url, parts=args.parts)
+    paths = result.get("paths", {})
+    print(f"coco-data: ready in {args.dest}; for the configs: "
+          f"data.captions={paths.get('captions_train')} data.images={paths.get('train_images')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keras_captioning", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("features", help="extract CNN features into TFRecord shards")
+    _add_config_args(p, "configs/demo.yaml")
+    p.add_argument("--overwrite", action="store_true", help="redo finished shards")
+    p.add_argument("--num-workers", type=int, default=1, help="processes sharing the work")
+    p.add_argument("--worker-index", type=int, default=0, help="this process's share (0-based)")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("train", help="train a captioner")
+    _add_config_args(p, "configs/demo_attention.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run and start again")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="decode a split, score it and write a report")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--split", default=None, help="split to decode (default: the config's eval.split)")
+    p.add_argument("--beam", type=int, default=None, help="beam width (1 = greedy)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("caption", help="caption image files with a trained run")
+    p.add_argument("images", nargs="+", help="JPEG or PNG files, any size")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--beam", type=int, default=3, help="beam width (1 = greedy)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--attention-map", default=None, metavar="OUT.png",
+                   help="draw the attention per word (one file per image when several)")
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("compare", help="one comparison table over several runs")
+    p.add_argument("runs", nargs="+", help="run directories (evaluated)")
+    p.add_argument("--out", default="runs/compare", help="output folder")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("demo", help="the whole study on the embedded synthetic dataset")
+    p.add_argument("--quick", action="store_true", help="a tiny, seconds-long version")
+    p.add_argument("--out", default="runs/demo", help="report folder")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("coco-data", help="download COCO 2014 captions, images and the Karpathy split")
+    p.add_argument("--dest", default="data/coco")
+    p.add_argument("--base-url", default=None, help="mirror serving the same file names")
+    p.add_argument("--parts", nargs="*", default=None,
+                   help="subset of: annotations train2014 val2014 karpathy")
+    p.set_defaults(func=cmd_coco_data)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return args.func(args)
+    except CaptioningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,282 @@
+"""Decode a split, score it, write predictions, scores and a report.
+
+``evaluate_run(run_dir)`` writes into ``<run_dir>/eval-<split>/``:
+
+    predictions.json    COCO results format: [{"image_id": ..., "caption": ...}]
+    scores.json         corpus scores (BLEU-1..4, METEOR, GLEU, WER, CIDEr-D, ROUGE-L, ...)
+    per_image.json      per-image scores and captions (what the panels are chosen from)
+    report.md           the study-layout table, panels, loss curves, attention maps
+    panel-good.png, panel-fair.png, panel-bad.png, loss.png, attention-*.png
+
+Good / Fair / Bad are the images at the top, middle and bottom of the per-image CIDEr-D
+ranking (ties broken by BLEU-4), so the panels show the spread rather than hand-picked
+examples as the study did.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+
+from keras_captioning.errors import CaptioningError
+
+log = logging.getLogger(__name__)
+
+# The study's table columns first, then what captioning papers report.
+TABLE_METRICS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "GLEU-1-4", "GLEU-1-2", "METEOR",
+                 "METEOR-1.5", "CIDEr-D", "ROUGE-L", "WER"]
+
+
+def _id_for_json(image_id: str):
+    """COCO results use integer ids where the dataset has them."""
+    return int(image_id) if str(image_id).isdigit() else image_id
+
+
+def default_metrics() -> tuple:
+    """Every metric; the official METEOR 1.5 column only where Java and pycocoevalcap are."""
+    import importlib.util
+
+    from keras_captioning.metrics import ALL_METRICS, DEFAULT_METRICS
+
+    official = shutil.which("java") and importlib.util.find_spec("pycocoevalcap") is not None
+    return ALL_METRICS if official else DEFAULT_METRICS
+
+
+def load_model(run_dir: str, checkpoint: str = "best"):
+    import keras
+
+    import keras_captioning.models  # noqa: F401  (registers the custom classes)
+
+    path = os.path.join(run_dir, "checkpoints", f"{checkpoint}.keras")
+    if not os.path.exists(path):
+        fallback = os.path.join(run_dir, "checkpoints", "last.keras")
+        if not os.path.exists(fallback):
+            raise CaptioningError(f"{run_dir}: no checkpoint in checkpoints/; train the run first")
+        path = fallback
+    return keras.saving.load_model(path, compile=False)
+
+
+def decode_features(model, features, beam: int, max_length: int, length_penalty: float = 0.0):
+    """Decodes a batch of features; returns (tokens (B, L), attention (B, L, R) or None)."""
+    from keras_captioning.decoding import beam_search, greedy_decode
+
+    if beam <= 1:
+        result = greedy_decode(model, features, max_length=max_length)
+        return np.asarray(result.tokens), result.attention
+    result = beam_search(model, features, max_length=max_length, beam_width=beam,
+                         length_penalty=length_penalty, num_return=1)
+    tokens = np.asarray(result.tokens)
+    attention = result.attention
+    if tokens.ndim == 3:  # (B, N, L): keep the best of the N returned
+        tokens = tokens[:, 0]
+        attention = None if attention is None else np.asarray(attention)[:, 0]
+    return tokens, attention
+
+
+def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam: int,
+                 max_length: int, batch_size: int = 64, length_penalty: float = 0.0) -> list:
+    """Decodes every image of ``split``; returns one dict per image."""
+    from keras_captioning.data.pipeline import make_eval_dataset
+
+    pattern = os.path.join(features_dir, f"{split}-*-of-*.tfrecord")
+    if not glob.glob(pattern):
+        raise CaptioningError(f"{features_dir}: no shards for split '{split}' ({pattern})")
+    out = []
+    for batch in make_eval_dataset(pattern, batch_size, feature=feature):
+        tokens, attention = decode_features(model, batch["features"], beam, max_length, length_penalty)
+        ids = [x.decode("utf-8") for x in batch["image_id"].numpy()]
+        refs = batch["references"].numpy()
+        for i, image_id in enumerate(ids):
+            row = [int(t) for t in tokens[i] if int(t) != vocab.pad_id]
+            out.append({
+                "image_id": image_id,
+                "tokens": row,
+                "caption": vocab.decode(row),
+                "references": [r.decode("utf-8") for r in refs[i] if r],
+                "attention": None if attention is None else np.asarray(attention[i])[: len(row)],
+            })
+        log.info("decoded %d images of %s", len(out), split)
+    return out
+
+
+def format_table(rows: list, columns: list) -> str:
+    """A markdown table from a list of dicts (numbers shown x100 for scores, WER as is)."""
+    header = "| " + " | ".join(columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [header, sep]
+    for row in rows:
+        cells = []
+        for col in columns:
+            value = row.get(col, "")
+            if isinstance(value, float):
+                value = "n/a" if np.isnan(value) else (f"{value:.3f}" if col == "WER" else f"{100 * value:.1f}")
+            cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def describe_run(cfg, manifest: dict) -> dict:
+    counts = manifest.get("counts", {})
+    images = sum(c.get("images", 0) for c in counts.values())
+    return {"run": cfg.name, "model": "attention" if cfg.model.type == "attention" else "vanilla (merge)",
+            "backbone": cfg.features.backbone, "vocab": manifest.get("vocab_size", cfg.data.vocab_size),
+            "images": images, "batch": cfg.train.batch_size, "epochs": cfg.train.epochs}
+
+
+RUN_COLUMNS = ["model", "backbone", "vocab", "images", "batch", "epochs"]
+
+
+def _read_image(path: str | None, size: int = 224):
+    from PIL import Image
+
+    if path and os.path.exists(path):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                im.thumbnail((size, size))
+                return np.asarray(im)
+        except OSError:
+            pass
+    return np.full((size, size, 3), 200, dtype=np.uint8)
+
+
+def _image_paths(cfg) -> dict:
+    """image_id -> file path, from the dataset the run's features came from."""
+    try:
+        from keras_captioning.features.build import load_records
+
+        return {r.image_id: r.image_path for r in load_records(cfg)}
+    except (CaptioningError, OSError) as exc:
+        log.warning("images for the panels are not available (%s)", exc)
+        return {}
+
+
+def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None,
+                 checkpoint: str = "best", out_dir: str | None = None, metrics=None) -> dict:
+    """Decodes ``split`` with the run's model, scores it and writes the report folder."""
+    from keras_captioning import metrics as kc_metrics
+    from keras_captioning.data.vocab import Vocabulary
+    from keras_captioning.training.trainer import check_run_dir, load_run_config
+
+    info = check_run_dir(run_dir)
+    cfg = load_run_config(run_dir)
+    split = split or cfg.eval.split
+    beam = cfg.eval.beam if beam is None else beam
+    vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+    with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    features_dir = info["features_dir"]
+    model = load_model(run_dir, checkpoint)
+    feature = "pooled" if cfg.model.type == "merge" else "grid"
+    decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,
+                           cfg.eval.batch_size, cfg.eval.length_penalty)
+
+    out_dir = out_dir or os.path.join(run_dir, f"eval-{split}")
+    os.makedirs(out_dir, exist_ok=True)
+    predictions = [{"image_id": _id_for_json(d["image_id"]), "caption": d["caption"]} for d in decoded]
+    with open(os.path.join(out_dir, "predictions.json"), "w", encoding="utf-8") as fh:
+        json.dump(predictions, fh, indent=1)
+
+    gts = {d["image_id"]: d["references"] for d in decoded}
+    res = {d["image_id"]: [d["caption"]] for d in decoded}
+    scores, per_image = kc_metrics.compute_all(gts, res, metrics=metrics or default_metrics())
+    meta = {**describe_run(cfg, manifest), "split": split, "beam": beam, "num_images": len(decoded),
+            "checkpoint": checkpoint}
+    with open(os.path.join(out_dir, "scores.json"), "w", encoding="utf-8") as fh:
+        json.dump({"meta": meta, "scores": scores}, fh, indent=2)
+    with open(os.path.join(out_dir, "per_image.json"), "w", encoding="utf-8") as fh:
+        json.dump([{"image_id": d["image_id"], "caption": d["caption"], "references": d["references"],
+                    "scores": per_image.get(d["image_id"], {})} for d in decoded], fh, indent=1)
+
+    columns = RUN_COLUMNS + [m for m in TABLE_METRICS if m in scores]
+    table = format_table([{**meta, **scores}], columns)
+    report = _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta)
+    return {"scores": scores, "table": table, "report_dir": out_dir, "report": report,
+            "decoded": decoded, "per_image": per_image, "meta": meta}
+
+
+def choose_panels(decoded: list, per_image: dict, k: int) -> dict:
+    """Top, middle and bottom ``k`` images by per-image CIDEr-D (then BLEU-4)."""
+    def key(d):
+        s = per_image.get(d["image_id"], {})
+        return (s.get("CIDEr-D", 0.0), s.get("BLEU-4", 0.0), d["image_id"])
+
+    ranked = sorted(decoded, key=key, reverse=True)
+    mid = max(0, len(ranked) // 2 - k // 2)
+    return {"good": ranked[:k], "fair": ranked[mid: mid + k], "bad": ranked[::-1][:k]}
+
+
+def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta) -> str:
+    from keras_captioning import viz
+    from keras_captioning.metrics import wer_matrix
+
+    paths = _image_paths(cfg)
+    sections = [f"# Evaluation of `{run_dir}` on the {meta['split']} split",
+                f"{meta['num_images']} images, beam {meta['beam']}, checkpoint `{meta['checkpoint']}`. "
+                "Scores are corpus-level against all references (x100; WER as a fraction).",
+                "", table, ""]
+    panels = choose_panels(decoded, per_image, cfg.eval.num_panels)
+    for name, items in panels.items():
+        examples = []
+        for d in items:
+            s = per_image.get(d["image_id"], {})
+            examples.append({
+                "image_id": d["image_id"], "image": _read_image(paths.get(d["image_id"])),
+                "references": d["references"], "prediction": d["caption"] or "(empty)",
+                "scores": {k: s[k] for k in ("BLEU-4", "CIDEr-D", "METEOR", "WER") if k in s},
+                "wer_matrix": wer_matrix(d["references"][0], d["caption"]) if d["references"] else None,
+            })
+        png = viz.plot_panel(examples, os.path.join(out_dir, f"panel-{name}.png"),
+                             f"{name.capitalize()} examples ({cfg.model.type})")
+        sections += [f"## {name.capitalize()} examples", "", f"![{name}]({os.path.basename(png)})", ""]
+    if panels["good"] and panels["good"][0]["attention"] is not None:
+        sections += ["## Attention maps", ""]
+        for name in ("good", "bad"):
+            d = panels[name][0]
+            words = d["caption"].split()
+            if not words:
+                continue
+            png = viz.plot_attention(_read_image(paths.get(d["image_id"]), 192), words, d["attention"],
+                                     os.path.join(out_dir, f"attention-{name}.png"),
+                                     title=d["caption"])
+            sections += [f"![attention {name}]({os.path.basename(png)})", ""]
+    loss_png = os.path.join(run_dir, "loss.png")
+    if os.path.exists(loss_png):
+        shutil.copyfile(loss_png, os.path.join(out_dir, "loss.png"))
+        sections += ["## Loss curves", "", "![loss](loss.png)", ""]
+    report = os.path.join(out_dir, "report.md")
+    with open(report, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(sections))
+    return report
+
+
+def compare_runs(run_dirs: list, out_dir: str = "runs/compare"):
+    """Collects every ``eval-*/scores.json`` of the given runs into one table (md + csv)."""
+    rows = []
+    for run_dir in run_dirs:
+        for path in sorted(glob.glob(os.path.join(run_dir, "eval-*", "scores.json"))):
+            with open(path, encoding="utf-8") as fh:
+                payload = json.load(fh)
+            rows.append({**payload["meta"], **payload["scores"]})
+    if not rows:
+        raise CaptioningError("compare: no evaluated runs found (run `make evaluate` first); looked in "
+                              + ", ".join(run_dirs))
+    metrics = [m for m in TABLE_METRICS if any(m in r for r in rows)]
+    columns = ["run"] + RUN_COLUMNS + ["split", "beam"] + metrics
+    table = format_table(rows, columns)
+    os.makedirs(out_dir, exist_ok=True)
+    md_path = os.path.join(out_dir, "comparison.md")
+    with open(md_path, "w", encoding="utf-8") as fh:
+        fh.write(table + "\n")
+    csv_path = os.path.join(out_dir, "comparison.csv")
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return table, md_path, csv_path
