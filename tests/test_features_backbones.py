@@ -21,7 +21,7 @@ def _shapes(model):
         ("resnet50", 299, None, 100, 2048),  # the study's notebook: 299 -> 10x10
         ("mobilenet", None, 0.25, 49, 256),  # 1024 * alpha
         ("mobilenet_v2", None, 0.35, 49, 1280),
-        ("patches", None, None, 64, 38),
+        ("patches", None, None, 64, 294),
     ],
 )
 def test_grid_and_pooled_shapes(name, image_size, alpha, grid, channels):
@@ -43,14 +43,19 @@ def test_pooled_is_the_mean_of_the_grid(name, size):
 
 def test_patches_keep_colour_and_position():
     model = build_backbone("patches", weights=None)  # 96 -> 8x8 regions of 12x12 pixels
-    image = np.zeros((1, 96, 96, 3), "float32")
-    image[0, :12, 12:24] = (255, 0, 0)  # region (row 0, column 1) is red
+    image = np.full((1, 96, 96, 3), 255, "float32")  # white background: ink 0
+    image[0, :12, 12:24] = (255, 0, 0)  # region (row 0, column 1) is red: ink (0, 1, 1)
     grid = np.asarray(model(image)["grid"])[0]
     pixels = backbones.PATCH_PIXELS**2 * 3
-    np.testing.assert_allclose(grid[1, pixels:pixels + 3], [1, 0, 0], atol=1e-6)  # mean colour
+    np.testing.assert_allclose(grid[1, pixels:pixels + 3], [0, 1, 1], atol=1e-6)  # mean colour (ink)
     np.testing.assert_allclose(grid[0, pixels:pixels + 3], [0, 0, 0], atol=1e-6)
     np.testing.assert_allclose(grid[1, pixels + 3:pixels + 5], [-0.625, -0.875])  # centre (x, y)
-    np.testing.assert_allclose(grid[1, :3], [1, 0, 0], atol=1e-6)  # first pooled pixel
+    np.testing.assert_allclose(grid[1, :3], [0, 1, 1], atol=1e-6)  # first pooled pixel
+    detectors = grid[:, -backbones.PATCH_DETECTORS:]
+    assert (detectors >= 0).all()  # ReLU channels
+    assert not np.allclose(detectors[1], detectors[0])  # they respond to the red region
+    again = np.asarray(build_backbone("patches", weights=None)(image)["grid"])[0]
+    np.testing.assert_array_equal(grid, again)  # fixed, seeded projection: no weights to keep
 
 
 def test_registry_errors():

@@ -79,7 +79,7 @@ def test_round_trip_and_manifest(tmp_path, caplog, monkeypatch):
     assert sorted(os.listdir(out)) == sorted(["manifest.json", "vocab.json", *manifest["shards"]["train"],
                                               *manifest["shards"]["val"]])
     assert manifest["counts"]["train"]["images"] == 5 and manifest["counts"]["val"]["captions"] == 4
-    assert manifest["grid_shape"] == [64, 38] and manifest["grid_hw"] == [8, 8]
+    assert manifest["grid_shape"] == [64, 294] and manifest["grid_hw"] == [8, 8]
     assert manifest["dtype"] == "float16" and manifest["backbone"] == "patches" and manifest["weights"] == "none"
     assert manifest["image_size"] == 96 and manifest["max_length"] == 4 and manifest["vocab"] == "vocab.json"
     assert manifest["vocab_fingerprint"] == vocab.fingerprint() == Vocabulary.load(out / "vocab.json").fingerprint()
@@ -233,7 +233,7 @@ def test_bad_images_are_skipped_and_odd_ones_converted(tmp_path):
     examples = {e["image_id"].decode(): e for e in _read_shards(tmp_path / "out", manifest)}
     assert set(examples) == {k for k, (_, v) in zoo.items() if not isinstance(v, str)}
     for image_id, example in examples.items():
-        colour = example["pooled"][COLOUR] * 255
+        colour = (1 - example["pooled"][COLOUR]) * 255  # the patches encoder stores ink = 1 - value/255
         np.testing.assert_allclose(colour, zoo[image_id][1], atol=4, err_msg=image_id)
 
 
@@ -245,7 +245,7 @@ def test_files_tensorflow_refuses_are_retried_with_pil(tmp_path, monkeypatch):
     manifest = _extract(records, _vocab(records), tmp_path / "out")
     examples = {e["image_id"].decode(): e for e in _read_shards(tmp_path / "out", manifest)}
     assert set(examples) == {"tiff", "gray"}  # TIFF rescued by PIL
-    np.testing.assert_allclose(examples["tiff"]["pooled"][COLOUR] * 255, (50, 60, 70), atol=1)
+    np.testing.assert_allclose((1 - examples["tiff"]["pooled"][COLOUR]) * 255, (50, 60, 70), atol=1)
     (skip,) = manifest["skipped"]
     assert skip["image_id"] == "truncated_jpeg" and "could not be decoded" in skip["reason"]
 
@@ -306,4 +306,4 @@ def test_huge_jpeg_is_decoded_in_little_memory(tmp_path):
     manifest = result["manifest"]
     assert manifest["counts"]["train"]["images"] == 1 and not manifest["skipped"]
     (example,) = _read_shards(tmp_path / "huge", manifest)
-    np.testing.assert_allclose(example["pooled"][COLOUR] * 255, (200, 30, 60), atol=4)
+    np.testing.assert_allclose((1 - example["pooled"][COLOUR]) * 255, (200, 30, 60), atol=4)

@@ -17,7 +17,7 @@ Registered backbones (default square size S -> grid):
     resnet50       224 -> 7 x 7 x 2048; at 299 (the study's notebook) -> 10 x 10 = 100 regions
     mobilenet      224 -> 7 x 7 x 1024*alpha, a light CPU option
     mobilenet_v2   224 -> 7 x 7 x 1280 (alpha <= 1), a light CPU option
-    patches        96  -> 8 x 8 x 38, weight-free (below)
+    patches        96  -> 8 x 8 x 294, weight-free (below)
 
 ``weights``: "imagenet" (downloads through Keras, or uses ``~/.keras/models``), "none"/None
 (random initialisation), or the path of a local Keras weights file of the application
@@ -29,13 +29,24 @@ randomly initialised InceptionV3 or ResNet50 gives features that carry little in
 about the image, so a model trained on them learns only the caption prior. The embedded
 synthetic dataset (coloured shapes at known places) needs features that keep colour and
 position. ``patches`` splits the image into an 8 x 8 grid of 12 x 12 regions and describes
-each region by (all scaled to [0, 1] or [-1, 1], no learned weights):
+each region by (pixels as "ink", 1 - value/255, so the light background is ~0; no learned
+weights):
 
     27  its pixels, average-pooled to 3 x 3 and flattened (shape and colour detail)
      3  its mean colour
      2  the region centre (x, y) in [-1, 1] (where it is: the attention context keeps it)
      6  mean colour * x and mean colour * y (so the *pooled* vector, a plain average,
-        still says where each colour sits: the merge model sees only that vector)
+        still says roughly where each colour sits: the merge model sees only that vector)
+   256  fixed random ReLU "detectors" of the 38 values above (seeded NumPy projection)
+
+Why the detectors: the first version had only the 38 linear values, and their average over
+the image is little more than its mean colour. A probe (a small MLP on the standardised
+pooled vector) then told which colours an image holds 82% of the time against 67% for
+always answering "absent", and the demo's merge model ignored the image altogether (one
+caption for all 150 test images, BLEU-4 19.9). Averages of non-linear detectors keep which
+patterns are present, as a CNN's pooled channels do: with them the probe reaches 91% and
+the merge model gives 79 different captions (BLEU-4 38.4). The attention model gained
+little (BLEU-4 54.6 -> 57.5): it always saw the regions themselves.
 
 It is a plain functional Keras model, so it goes through the same extraction pipeline,
 shard format and models as the real CNNs.
@@ -58,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 PATCH_GRID = 8  # regions per side of the patches encoder
 PATCH_PIXELS = 3  # each region's pixels are pooled to PATCH_PIXELS x PATCH_PIXELS
+PATCH_DETECTORS = 256  # fixed random ReLU channels on top of the region features
+PATCH_SEED = 0  # seeds their projection (NumPy PCG64: the same on every machine)
 
 
 @dataclass(frozen=True)
@@ -117,12 +130,24 @@ def _build_patches(input_shape, weights, alpha) -> keras.Model:
     ones = keras.ops.ones_like(colour[..., :1])  # (B, G, G, 1): broadcasts the constants to the batch
     position = keras.ops.concatenate([ones * x, ones * y], axis=-1)  # (B, G, G, 2)
     moments = keras.ops.concatenate([colour * x, colour * y], axis=-1)  # (B, G, G, 6)
-    outputs = keras.layers.Concatenate(name="regions")([patches, colour, position, moments])
+    regions = keras.layers.Concatenate(name="regions")([patches, colour, position, moments])
+    # Fixed random ReLU "detectors" (seeded NumPy, no weights to load): like a CNN's channels
+    # they respond to particular colour/shape patterns, so their average over the image (the
+    # pooled vector) still says which patterns are present; an average of the linear features
+    # above is little more than the mean colour of the image.
+    rng = np.random.default_rng(PATCH_SEED)
+    dim = regions.shape[-1]
+    projection = (rng.normal(size=(dim, PATCH_DETECTORS)) * (3.0 / np.sqrt(dim))).astype(np.float32)
+    detectors = keras.ops.relu(keras.ops.matmul(regions, projection) - 0.5)  # (B, G, G, K)
+    outputs = keras.layers.Concatenate(name="features")([regions, detectors])
     return keras.Model(inputs, outputs, name="patch_encoder")
 
 
-def _scale_unit(x):
-    return x / 255.0
+def _ink(x):
+    # "Ink", not brightness: the light background maps to ~0 and shapes to large values, so
+    # averages over regions (the pooled vector the merge model sees) are dominated by the
+    # objects rather than by the background, as ReLU CNN features are.
+    return 1.0 - x / 255.0
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -167,7 +192,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             name="patches",
             build_base=_build_patches,
-            preprocess=_scale_unit,
+            preprocess=_ink,
             image_size=96,
             min_image_size=PATCH_GRID * PATCH_PIXELS,
             pretrained=False,
