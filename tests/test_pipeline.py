@@ -58,7 +58,7 @@ def test_all_and_random_counts_match_the_manifest(shards):
 def test_captions_are_padded_with_zero_and_never_empty(shards):
     out, _, _ = shards
     for batch in make_train_dataset(_pattern(out), 5, feature="grid"):
-        assert batch["features"].shape[1:] == (64, 38) and batch["features"].dtype == "float32"
+        assert batch["features"].shape[1:] == (64, 294) and batch["features"].dtype == "float32"
         captions = batch["captions"].numpy()
         assert captions.dtype == np.int32 and (captions[:, 0] == 2).all()
         for row in captions:
@@ -74,7 +74,7 @@ def test_max_length_pads_and_truncates(shards):
     assert ((rows == 3).sum(axis=1) == 1).all()  # every caption still ends with <end>
     assert any(row[-1] == 3 for row in rows)  # the long ones were cut to 4 tokens + <end>
     batch = next(iter(make_train_dataset(_pattern(out), 4, feature="pooled", drop_remainder=True)))
-    assert batch["features"].shape == (4, 38)
+    assert batch["features"].shape == (4, 294)
 
 
 def test_shuffle_and_random_choice_are_seeded(shards):
@@ -97,7 +97,7 @@ def test_eval_dataset_yields_every_image_once_with_references(shards):
     out, _, records = shards
     seen = {}
     for batch in make_eval_dataset(_pattern(out), 3, feature="pooled"):
-        assert batch["features"].shape[1:] == (38,)
+        assert batch["features"].shape[1:] == (294,)
         for image_id, refs in zip(batch["image_id"].numpy(), batch["references"].numpy()):
             seen[image_id.decode()] = [r.decode() for r in refs if r]
     expected = {r.image_id: r.captions for r in records if r.split == "train"}
@@ -110,7 +110,7 @@ def test_shards_without_manifest_are_probed(shards, tmp_path):
         if name.startswith("val-"):
             shutil.copy(os.path.join(out, name), tmp_path / name)
     batch = next(iter(make_train_dataset(str(tmp_path / "val-*.tfrecord"), 8)))
-    assert batch["features"].shape == (6, 64, 38)  # 2 images x 3 captions
+    assert batch["features"].shape == (6, 64, 294)  # 2 images x 3 captions
 
 
 def test_errors(shards, tmp_path):
