@@ -194,6 +194,8 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
     strategy = _strategy(cfg.train.strategy)
     with strategy.scope():
         if state:
+            import keras_captioning.models  # noqa: F401  (registers the classes load_model needs)
+
             model = keras.saving.load_model(os.path.join(run_dir, "checkpoints", "last.keras"))
             log.info("resumed %s at epoch %d (optimizer step %d)", run_dir, first_epoch,
                      int(model.optimizer.iterations.numpy()))
