@@ -47,7 +47,7 @@ evaluate: $(STAMP)
 	$(PY) -m keras_captioning evaluate --run $(or $(RUN),runs/demo-attention) $(ARGS)
 
 compare: $(STAMP)
-	$(PY) -m keras_captioning compare $(or $(RUN),runs/*/) $(ARGS)
+	$(PY) -m keras_captioning compare $(or $(RUN),runs) $(ARGS)
 
 coco-data: $(STAMP)
 	$(PY) -m keras_captioning coco-data --dest $(or $(DEST),data/coco) $(ARGS)

@@ -258,9 +258,13 @@ def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta) -> str
 
 def compare_runs(run_dirs: list, out_dir: str = "runs/compare"):
     """Collects every ``eval-*/scores.json`` of the given runs into one table (md + csv)."""
-    rows = []
+    rows, seen = [], set()
     for run_dir in run_dirs:
-        for path in sorted(glob.glob(os.path.join(run_dir, "eval-*", "scores.json"))):
+        # a run directory, or a folder of runs (e.g. runs/demo with vanilla/ and attention/)
+        for path in sorted(glob.glob(os.path.join(run_dir, "**", "eval-*", "scores.json"), recursive=True)):
+            if os.path.realpath(path) in seen:
+                continue
+            seen.add(os.path.realpath(path))
             with open(path, encoding="utf-8") as fh:
                 payload = json.load(fh)
             rows.append({**payload["meta"], **payload["scores"]})

@@ -1,0 +1,1 @@
+"""Benchmarks of keras-captioning against the study's pipeline (see README.md)."""
