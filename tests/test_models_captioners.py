@@ -169,3 +169,38 @@ def test_bad_arguments_raise_captioning_error():
     model.compile(optimizer="adam")
     with pytest.raises(CaptioningError, match="captions"):
         model.train_on_batch({"features": np.zeros((2, DIM), np.float32)})
+
+
+@pytest.mark.parametrize("overrides", [{}, {"rnn": "lstm", "attention_vector": True}])
+def test_unrolled_loop_matches_scan(overrides):
+    """unroll=True (loop built at trace time) and the tf.scan loop give the same logits and attention."""
+    keras.utils.set_random_seed(0)
+    scan_model = make_attention(**overrides)
+    config = scan_model.get_config()
+    assert config["unroll"] is False
+    unrolled = AttentionCaptioner.from_config(dict(config, unroll=True))
+    unrolled.set_weights(scan_model.get_weights())
+    inputs = make_inputs("attention")
+    logits, attention = scan_model(inputs, return_attention=True)
+    logits_u, attention_u = unrolled(inputs, return_attention=True)
+    np.testing.assert_allclose(logits_u.numpy(), logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(attention_u.numpy(), attention.numpy(), atol=1e-6)
+
+
+def test_loss_logits_at_real_positions_match_full_logits():
+    """The training objective's logits at real targets only give the full-logit loss and accuracy."""
+    from keras_captioning.losses import masked_accuracy_counts, masked_ce_sum
+
+    keras.utils.set_random_seed(0)
+    model = make_attention(attention_reg=0.5)
+    inputs = make_inputs("attention")
+    targets = np.roll(inputs["tokens"], -1, axis=1)
+    targets[:, -1] = 0
+    logits, penalty = model.compute_logits_and_penalty(inputs["features"], inputs["tokens"], targets)
+    real_targets, real_logits, real_penalty = model.compute_loss_logits_and_penalty(
+        inputs["features"], inputs["tokens"], targets
+    )
+    assert real_logits.shape == (int((targets != 0).sum()), VOCAB)
+    for fn in (masked_ce_sum, masked_accuracy_counts):
+        np.testing.assert_allclose(fn(real_targets, real_logits), fn(targets, logits), rtol=1e-6)
+    np.testing.assert_allclose(real_penalty, penalty, rtol=1e-6)

@@ -45,7 +45,11 @@ class BahdanauAttention(keras.layers.Layer):
         return self.W1(features)
 
     def call(self, projected_keys, features, hidden):
-        query = ops.expand_dims(self.W2(hidden), axis=1)  # (B, 1, A)
+        return self.attend(projected_keys, features, self.W2(hidden))
+
+    def attend(self, projected_keys, features, query):
+        """Attention for an already projected query ``W2 h_t`` (B, A): ``(context, weights)``."""
+        query = ops.expand_dims(query, axis=1)  # (B, 1, A)
         scores = self.V(ops.tanh(projected_keys + query))  # (B, R, 1)
         weights = ops.softmax(ops.cast(ops.squeeze(scores, axis=-1), "float32"), axis=-1)  # (B, R)
         context = ops.sum(ops.expand_dims(ops.cast(weights, features.dtype), -1) * features, axis=1)  # (B, E)

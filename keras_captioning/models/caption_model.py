@@ -79,17 +79,31 @@ class CaptionModel(keras.Model):
         logits = self({"features": features, "tokens": tokens}, training=training)
         return logits, ops.zeros((), "float32")
 
-    def _objective(self, features, tokens, targets, training):
+    def compute_loss_logits_and_penalty(self, features, tokens, targets, training=False):
+        """What the loss and the metrics need: ``(targets', logits', penalty)``.
+
+        ``targets'`` and ``logits'`` are any matching pair for the masked loss and
+        accuracy (padded targets do not count). The default is the full
+        ``(targets, logits (B, T, V), penalty)``; a model may instead return only
+        the real target positions, e.g. ``(N,)`` targets and ``(N, V)`` logits,
+        which gives the same loss, gradients and metrics.
+        """
         logits, penalty = self.compute_logits_and_penalty(features, tokens, targets, training=training)
+        return targets, logits, penalty
+
+    def _objective(self, features, tokens, targets, training):
+        targets, logits, penalty = self.compute_loss_logits_and_penalty(
+            features, tokens, targets, training=training
+        )
         ce_sum, num_tokens = masked_ce_sum(targets, logits, self.pad_id)
         penalty = ops.cast(penalty, "float32")
         if self.losses:  # weight regularisers added by layers, if any
             penalty = penalty + ops.cast(ops.sum(self.losses), "float32")
-        return logits, ce_sum, num_tokens, penalty
+        return targets, logits, ce_sum, num_tokens, penalty
 
-    def _update_metrics(self, targets, logits, ce_sum, num_tokens, penalty):
+    def _update_metrics(self, targets, logits, ce_sum, num_tokens, penalty, num_images):
         correct, _ = masked_accuracy_counts(targets, logits, self.pad_id)
-        self.loss_tracker.update_state(ce_sum, num_tokens, penalty, ops.shape(targets)[0])
+        self.loss_tracker.update_state(ce_sum, num_tokens, penalty, num_images)
         self.accuracy_tracker.update_state(correct / ops.maximum(num_tokens, 1.0), sample_weight=num_tokens)
         self.perplexity_tracker.update_state(ce_sum, num_tokens)
         return {m.name: m.result() for m in self.metrics}
@@ -97,18 +111,22 @@ class CaptionModel(keras.Model):
     def train_step(self, data):
         features, tokens, targets = self._split_batch(data)
         with tf.GradientTape() as tape:
-            logits, ce_sum, num_tokens, penalty = self._objective(features, tokens, targets, training=True)
+            loss_targets, logits, ce_sum, num_tokens, penalty = self._objective(
+                features, tokens, targets, training=True
+            )
             loss = self._replica_loss(ce_sum, num_tokens, penalty, ops.shape(targets)[0])
             if hasattr(self.optimizer, "scale_loss"):
                 loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
-        return self._update_metrics(targets, logits, ce_sum, num_tokens, penalty)
+        return self._update_metrics(loss_targets, logits, ce_sum, num_tokens, penalty, ops.shape(targets)[0])
 
     def test_step(self, data):
         features, tokens, targets = self._split_batch(data)
-        logits, ce_sum, num_tokens, penalty = self._objective(features, tokens, targets, training=False)
-        return self._update_metrics(targets, logits, ce_sum, num_tokens, penalty)
+        loss_targets, logits, ce_sum, num_tokens, penalty = self._objective(
+            features, tokens, targets, training=False
+        )
+        return self._update_metrics(loss_targets, logits, ce_sum, num_tokens, penalty, ops.shape(targets)[0])
 
     @staticmethod
     def _replica_loss(ce_sum, num_tokens, penalty, num_images):

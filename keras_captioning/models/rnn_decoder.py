@@ -95,20 +95,70 @@ class RNNDecoder(keras.layers.Layer):
         """Zero state: ``[h]`` for GRU, ``[h, c]`` for LSTM, each (B, units)."""
         return list(self.cell.get_initial_state(batch_size=batch_size))
 
-    def step(self, embedded, context, state):
-        """One recurrence step.
+    def cell_weights(self):
+        """The cell's kernel split into its context / embedding rows, recurrent kernel and biases.
+
+        The cell input is ``[c_t; E w]`` (study order), so ``x W = c_t W_c + (E w) W_e``
+        with ``W_c`` the first C rows of the kernel. Weights are cast to the compute
+        dtype (these methods use the cell's variables outside its ``__call__``).
+        """
+        dtype = self.compute_dtype
+        kernel = ops.cast(self.cell.kernel, dtype)
+        context_dim = kernel.shape[0] - self.embedding_dim
+        recurrent = ops.cast(self.cell.recurrent_kernel, dtype)
+        bias = ops.cast(self.cell.bias, dtype)
+        if self.rnn == "gru":  # reset_after=True: bias (2, 3U) = input bias, recurrent bias
+            input_bias, recurrent_bias = bias[0], bias[1]
+        else:
+            input_bias, recurrent_bias = bias, None
+        return kernel[:context_dim], kernel[context_dim:], recurrent, input_bias, recurrent_bias
+
+    def project_embedded(self, embedded):
+        """The state-independent part of the cell's input projection.
+
+        ``(B, [T,] E)`` embedded words -> ``(E w) W_e + b`` of shape (B, [T,] G*units)
+        (G = 3 gates for GRU, 4 for LSTM). The captioner computes it for all time
+        steps at once before its time loop; ``step`` adds the context part.
+        """
+        _, kernel_embedded, _, input_bias, _ = self.cell_weights()
+        return ops.add(ops.matmul(embedded, kernel_embedded), input_bias)
+
+    def step(self, projected_embedded, context, state, cell_weights=None, projected_state=None):
+        """One recurrence step (the Keras GRU/LSTM cell equations, input split in two).
 
         Args:
-            embedded: (B, E) embedded previous word.
+            projected_embedded: (B, G*units) from ``project_embedded`` for this step.
             context: (B, C) attention context for this step.
             state: list of (B, units) tensors.
+            cell_weights: ``cell_weights()``, to fetch and cast the weights once
+                outside a time loop; default: fetched here.
+            projected_state: ``h_{t-1} W_h`` (B, G*units) if already computed
+                (the captioner fuses it with the attention query); default: computed here.
 
         Returns:
             ``(h, new_state)``: h (B, units), new_state a list like ``state``.
         """
-        inputs = ops.concatenate([context, embedded], axis=-1)  # study order: [c_t; E w]
-        output, new_state = self.cell(inputs, state, training=False)
-        return output, list(new_state)
+        kernel_context, _, recurrent, _, recurrent_bias = cell_weights or self.cell_weights()
+        x = ops.add(ops.matmul(context, kernel_context), projected_embedded)
+        h_prev = state[0]
+        inner = ops.matmul(h_prev, recurrent) if projected_state is None else projected_state
+        units = self.units
+        if self.rnn == "gru":
+            inner = ops.add(inner, recurrent_bias)
+            x_z, x_r, x_h = ops.split(x, 3, axis=-1)
+            r_z, r_r, r_h = ops.split(inner, 3, axis=-1)
+            z = ops.sigmoid(x_z + r_z)
+            r = ops.sigmoid(x_r + r_r)
+            hh = ops.tanh(x_h + r * r_h)
+            h = z * h_prev + (1 - z) * hh
+            return h, [h]
+        gates = x + inner
+        i = ops.sigmoid(gates[:, :units])
+        f = ops.sigmoid(gates[:, units : 2 * units])
+        c = f * state[1] + i * ops.tanh(gates[:, 2 * units : 3 * units])
+        o = ops.sigmoid(gates[:, 3 * units :])
+        h = o * ops.tanh(c)
+        return h, [h, c]
 
     def output_logits(self, hidden, context, training=False):
         """(B, [T,] units) states and (B, [T,] C) contexts -> logits (B, [T,] V) float32."""
@@ -119,7 +169,8 @@ class RNNDecoder(keras.layers.Layer):
 
     def call(self, tokens, context, state, training=False):
         """One full decoding step: previous tokens (B,) -> (logits (B, V), new_state)."""
-        hidden, new_state = self.step(self.embed(tokens, training=training), context, state)
+        projected = self.project_embedded(self.embed(tokens, training=training))
+        hidden, new_state = self.step(projected, context, state)
         return self.output_logits(hidden, context, training=training), new_state
 
     def get_config(self):
