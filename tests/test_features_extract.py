@@ -98,14 +98,14 @@ def test_round_trip_and_manifest(tmp_path, caplog, monkeypatch):
         image = tf.image.resize(tf.io.decode_image(tf.io.read_file(record.image_path), channels=3), (96, 96))
         reference = model(image[None])
         np.testing.assert_allclose(example["grid"], reference["grid"][0], rtol=1e-3, atol=1e-3)  # float16
-        np.testing.assert_allclose(example["pooled"], reference["pooled"][0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(example["pooled"], reference["pooled"][0], rtol=1e-3, atol=1e-3)  # float16
 
 
 def test_float32_storage_is_exact(tmp_path):
     records = _records(tmp_path, 2)
     manifest = _extract(records, _vocab(records), tmp_path / "out", dtype="float32")
     example = _read_shards(tmp_path / "out", manifest)[0]
-    assert manifest["dtype"] == "float32"
+    assert manifest["dtype"] == manifest["pooled_dtype"] == "float32"
     np.testing.assert_allclose(example["grid"].mean(axis=0), example["pooled"], rtol=1e-6, atol=1e-6)
 
 

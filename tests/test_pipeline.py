@@ -121,3 +121,20 @@ def test_errors(shards, tmp_path):
         make_train_dataset(_pattern(out), 4, caption_mode="first")
     with pytest.raises(CaptioningError, match="batch_size"):
         make_eval_dataset(_pattern(out), 0)
+
+
+def test_all_mode_batches_are_exact_across_windows_and_reshuffled(shards):
+    out, manifest, _ = shards
+    total = count_examples(manifest, "train", "all")
+    in_order = _rows(make_train_dataset(_pattern(out), 4, shuffle=False))
+    # shuffle_buffer=2 -> windows of 4 images, so batches are cut across window boundaries
+    dataset = make_train_dataset(_pattern(out), 4, seed=5, shuffle_buffer=2)
+    epochs = []
+    for _ in range(2):
+        sizes = [int(b["captions"].shape[0]) for b in dataset]
+        assert sizes == [4] * (total // 4) + ([total % 4] if total % 4 else [])
+        epochs.append(_rows(dataset))
+    assert sorted(map(tuple, epochs[0])) == sorted(map(tuple, in_order))
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each iteration
+    dropped = [b for b in make_train_dataset(_pattern(out), 4, seed=5, shuffle_buffer=2, drop_remainder=True)]
+    assert len(dropped) == total // 4 and dropped[0]["features"].shape == (4, 64, 294)

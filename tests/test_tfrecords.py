@@ -30,7 +30,8 @@ def test_round_trip(dtype, declared):
     assert out["image_id"].numpy() == b"img-1"
     assert out["grid"].dtype == tf.float32 and out["pooled"].dtype == tf.float32
     np.testing.assert_array_equal(out["grid"].numpy(), grid.astype("float32"))
-    np.testing.assert_allclose(out["pooled"].numpy(), pooled)
+    # pooled is stored in the grid's dtype, decoded to float32
+    np.testing.assert_array_equal(out["pooled"].numpy(), pooled.astype(dtype).astype("float32"))
     assert [c.decode("utf-8") for c in out["captions"].numpy()] == captions
     assert out["caption_ids"].dtype == tf.int32
     np.testing.assert_array_equal(out["caption_ids"].numpy(), [[2, 5, 6, 7, 3], [2, 8, 3, 0, 0], [2, 3, 0, 0, 0]])
@@ -63,6 +64,26 @@ def test_parser_train_and_eval_paths():
     assert evaluation["features"].shape == (3,) and evaluation["references"].shape == (3,)
     with pytest.raises(CaptioningError, match="feature"):
         ExampleParser("region")
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_decode_batch_and_caption_rows_match_the_per_example_path(declared):
+    examples = [_example(dtype) for dtype in ("float16", "float16")]
+    data = tf.constant([serialize_example(str(i), *e) for i, e in enumerate(examples)])
+    decoder = ExampleDecoder("float16" if declared else None, (4, 3))
+    out = decoder.decode_batch(data)
+    assert out["grid"].dtype == (tf.float16 if declared else tf.float32)  # stored dtype, cast late
+    assert out["grid"].shape == (2, 4, 3) and out["pooled"].dtype == tf.float32
+    for row, (grid, pooled, _, ids) in enumerate(examples):
+        np.testing.assert_array_equal(out["grid"][row].numpy().astype("float32"), grid.astype("float32"))
+        np.testing.assert_array_equal(out["pooled"][row].numpy(), pooled.astype("float16").astype("float32"))
+        assert out["caption_ids"][row].to_list() == ids
+    image, rows, lengths = ExampleParser("grid", max_length=4).caption_rows(out["caption_ids"], 6)
+    assert image.numpy().tolist() == [0, 0, 1, 1]  # the [<start>, <end>] captions are dropped
+    assert rows.numpy().tolist() == [[2, 5, 6, 3, 0, 0], [2, 8, 3, 0, 0, 0]] * 2  # max_length keeps <end> last
+    assert lengths.numpy().tolist() == [4, 3, 4, 3]
+    _, rows, lengths = ExampleParser("grid").caption_rows(out["caption_ids"], 5)
+    assert rows.numpy().tolist()[0] == [2, 5, 6, 7, 3] and lengths.numpy().tolist() == [5, 3, 5, 3]
 
 
 def test_serialize_rejects_bad_input():

@@ -7,7 +7,8 @@ else is read at training time:
     features/grid       bytes   the (R, D) region grid as raw little-endian bytes
     features/grid_shape int64   [R, D]
     features/grid_dtype bytes   "float16" or "float32" (the grid's storage dtype)
-    features/pooled     float   (D,) global average of the grid, always float32
+    features/pooled     bytes   (D,) global average of the grid, raw little-endian bytes
+    features/pooled_dtype bytes "float16" or "float32" (stored like the grid: its dtype)
     captions/text       bytes   (K,) every reference caption, raw text
     captions/ids        int64   all K token-id sequences concatenated ([<start> ... <end>])
     captions/lengths    int64   (K,) length of each sequence, to split ``captions/ids``
@@ -36,6 +37,7 @@ KEY_GRID = "features/grid"
 KEY_GRID_SHAPE = "features/grid_shape"
 KEY_GRID_DTYPE = "features/grid_dtype"
 KEY_POOLED = "features/pooled"
+KEY_POOLED_DTYPE = "features/pooled_dtype"
 KEY_CAPTIONS = "captions/text"
 KEY_CAPTION_IDS = "captions/ids"
 KEY_CAPTION_LENGTHS = "captions/lengths"
@@ -51,7 +53,8 @@ def serialize_example(image_id, grid, pooled, captions_text, captions_ids) -> by
     Args:
         image_id: the image id (str; converted with ``str``).
         grid: array (R, D) of float16 or float32; stored as raw bytes in its own dtype.
-        pooled: array (D,); stored as float32.
+        pooled: array (D,); stored in the grid's dtype (float16 halves its bytes; the
+            pooled vector is the grid's mean, so it loses no more than the grid does).
         captions_text: the K reference captions (str).
         captions_ids: K sequences of token ids (ragged: one list per caption).
 
@@ -64,15 +67,15 @@ def serialize_example(image_id, grid, pooled, captions_text, captions_ids) -> by
     if len(captions_text) != len(captions_ids):
         raise ValueError(f"{len(captions_text)} caption texts but {len(captions_ids)} id sequences")
     grid = grid.astype(grid.dtype.newbyteorder("<"), copy=False)  # stored little-endian everywhere
+    pooled = np.asarray(pooled).ravel().astype(grid.dtype, copy=False)
     flat_ids = [int(token) for ids in captions_ids for token in ids]
     feature = {
         KEY_IMAGE_ID: _bytes_feature([str(image_id).encode("utf-8")]),
         KEY_GRID: _bytes_feature([np.ascontiguousarray(grid).tobytes()]),
         KEY_GRID_SHAPE: _int64_feature(list(grid.shape)),
         KEY_GRID_DTYPE: _bytes_feature([grid.dtype.name.encode("ascii")]),
-        KEY_POOLED: tf.train.Feature(
-            float_list=tf.train.FloatList(value=np.asarray(pooled, np.float32).ravel())
-        ),
+        KEY_POOLED: _bytes_feature([np.ascontiguousarray(pooled).tobytes()]),
+        KEY_POOLED_DTYPE: _bytes_feature([pooled.dtype.name.encode("ascii")]),
         KEY_CAPTIONS: _bytes_feature([str(text).encode("utf-8") for text in captions_text]),
         KEY_CAPTION_IDS: _int64_feature(flat_ids),
         KEY_CAPTION_LENGTHS: _int64_feature([len(ids) for ids in captions_ids]),
@@ -85,7 +88,8 @@ class ExampleDecoder:
 
     Output (for one example):
         ``image_id`` string scalar; ``grid`` float32 (R, D) (decoded from the stored dtype
-        and cast); ``pooled`` float32 (D,); ``captions`` string (K,); ``caption_ids`` int32
+        and cast); ``pooled`` float32 (D,) (decoded from the dtype stored in the example
+        and cast); ``captions`` string (K,); ``caption_ids`` int32
         (K, L) right-padded with 0, L = the longest of the K; ``caption_lengths`` int32 (K,).
 
     Args:
@@ -129,7 +133,8 @@ class ExampleDecoder:
             if grid_dtype is None:
                 spec[KEY_GRID_DTYPE] = tf.io.FixedLenFeature([], tf.string)
         if "pooled" in self.keys:
-            spec[KEY_POOLED] = tf.io.VarLenFeature(tf.float32)
+            spec[KEY_POOLED] = tf.io.FixedLenFeature([], tf.string)
+            spec[KEY_POOLED_DTYPE] = tf.io.FixedLenFeature([], tf.string)
         self._spec = spec
 
     def __call__(self, serialized: tf.Tensor) -> dict:
@@ -145,7 +150,7 @@ class ExampleDecoder:
         if "grid" in self.keys:
             decoded["grid"] = self._decode_grid(parsed)
         if "pooled" in self.keys:
-            pooled = tf.sparse.to_dense(parsed[KEY_POOLED])
+            pooled = _decode_float(parsed[KEY_POOLED], parsed[KEY_POOLED_DTYPE])
             if self.pooled_dim is not None:
                 pooled = tf.ensure_shape(pooled, [self.pooled_dim])
             decoded["pooled"] = pooled
@@ -159,15 +164,61 @@ class ExampleDecoder:
                 tf.io.decode_raw(raw, tf.as_dtype(self.grid_dtype), little_endian=True), tf.float32
             )
         else:
-            grid = tf.cond(
-                tf.equal(parsed[KEY_GRID_DTYPE], "float16"),
-                lambda: tf.cast(tf.io.decode_raw(raw, tf.float16, little_endian=True), tf.float32),
-                lambda: tf.io.decode_raw(raw, tf.float32, little_endian=True),
-            )
+            grid = _decode_float(raw, parsed[KEY_GRID_DTYPE])
         grid = tf.reshape(grid, shape)  # (R, D)
         if self.grid_shape is not None:
             grid = tf.ensure_shape(grid, self.grid_shape)
         return grid
+
+
+    def decode_batch(self, serialized: tf.Tensor) -> dict:
+        """A batch of serialized examples (G,) -> dict of batched tensors, in one vectorised parse.
+
+        Output: ``grid`` (G, R, D) in the *stored* dtype when ``grid_dtype`` is known (the
+        caller casts late, after batching; float32 otherwise), ``pooled`` float32 (G, D),
+        ``caption_ids`` int32 ragged (G, K, L). Needs ``grid_shape`` when decoding the grid.
+        """
+        spec = {
+            KEY_CAPTION_IDS: tf.io.RaggedFeature(tf.int64),
+            KEY_CAPTION_LENGTHS: tf.io.RaggedFeature(tf.int64),
+        }
+        if "grid" in self.keys:
+            if self.grid_shape is None:
+                raise ValueError("decode_batch: needs a static grid_shape")
+            spec[KEY_GRID] = tf.io.FixedLenFeature([], tf.string)
+            if self.grid_dtype is None:
+                spec[KEY_GRID_DTYPE] = tf.io.FixedLenFeature([], tf.string)
+        if "pooled" in self.keys:
+            spec[KEY_POOLED] = tf.io.FixedLenFeature([], tf.string)
+            spec[KEY_POOLED_DTYPE] = tf.io.FixedLenFeature([], tf.string)
+        parsed = tf.io.parse_example(serialized, spec)
+        lengths = tf.cast(parsed[KEY_CAPTION_LENGTHS], tf.int32)  # ragged (G, K)
+        flat_ids = tf.cast(parsed[KEY_CAPTION_IDS].flat_values, tf.int32)
+        decoded = {
+            "caption_ids": tf.RaggedTensor.from_nested_row_lengths(
+                flat_ids, [lengths.row_lengths(), lengths.flat_values]
+            ),
+        }
+        if "grid" in self.keys:
+            if self.grid_dtype is not None:
+                grid = tf.io.decode_raw(parsed[KEY_GRID], tf.as_dtype(self.grid_dtype), little_endian=True)
+            else:
+                grid = tf.map_fn(
+                    lambda args: _decode_float(*args),
+                    (parsed[KEY_GRID], parsed[KEY_GRID_DTYPE]),
+                    fn_output_signature=tf.TensorSpec([None], tf.float32),
+                )
+            decoded["grid"] = tf.reshape(grid, [-1, *self.grid_shape])
+        if "pooled" in self.keys:
+            pooled = tf.map_fn(
+                lambda args: _decode_float(*args),
+                (parsed[KEY_POOLED], parsed[KEY_POOLED_DTYPE]),
+                fn_output_signature=tf.TensorSpec([None], tf.float32),
+            )
+            if self.pooled_dim is not None:
+                pooled = tf.reshape(pooled, [-1, self.pooled_dim])
+            decoded["pooled"] = pooled
+        return decoded
 
 
 class ExampleParser:
@@ -214,6 +265,37 @@ class ExampleParser:
         special = (ids == self.pad_id) | (ids == self.start_id) | (ids == self.end_id)
         keep = tf.reduce_any(~special, axis=1)
         return tf.boolean_mask(ids, keep), tf.boolean_mask(decoded["caption_lengths"], keep)
+
+    def caption_rows(self, caption_ids: tf.RaggedTensor, width: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Every non-empty caption of a batch of images, vectorised (the batched train path).
+
+        Args:
+            caption_ids: int32 ragged (G, K, L), ``ExampleDecoder.decode_batch``'s ``caption_ids``.
+            width: columns of the returned ids (``max_length``, or at least the longest caption).
+
+        Returns:
+            ``(image (C,) int32 index into G, ids (C, width) int32 0-padded, lengths (C,) int32)``
+            for the C captions holding a word, in image then caption order; captions longer
+            than ``width`` (or ``max_length``) keep their first tokens and end with ``<end>``,
+            as in ``train_example``.
+        """
+        limit = width if self.max_length is None else min(width, self.max_length)
+        rows = caption_ids.values  # ragged (N, L): all captions of the G images
+        tokens = rows.flat_values
+        word = (tokens != self.pad_id) & (tokens != self.start_id) & (tokens != self.end_id)
+        keep = tf.reduce_any(rows.with_flat_values(word), axis=1)  # (N,)
+        image = tf.boolean_mask(tf.cast(caption_ids.value_rowids(), tf.int32), keep)
+        lengths = tf.boolean_mask(tf.cast(rows.row_lengths(), tf.int32), keep)
+        ids = tf.ragged.boolean_mask(rows, keep).to_tensor(self.pad_id, shape=[None, width])
+        if limit < width:
+            ids = ids[:, :limit]
+        # Same rule as Vocabulary.encode: keep limit - 1 tokens and end with <end>.
+        too_long = lengths > limit
+        last = tf.equal(tf.range(tf.shape(ids)[1]), limit - 1)
+        ids = tf.where(too_long[:, None] & last[None, :], tf.constant(self.end_id, ids.dtype), ids)
+        if limit < width:
+            ids = tf.pad(ids, [[0, 0], [0, width - limit]])
+        return image, ids, tf.minimum(lengths, limit)
 
     def train_example(self, features: tf.Tensor, ids: tf.Tensor, length: tf.Tensor) -> dict:
         """One training element: ``{"features": features, "captions": int32 (L',)}``."""
@@ -288,6 +370,15 @@ def _listdir(directory) -> list[str]:
         return sorted(os.listdir(directory))
     except OSError:
         return []
+
+
+def _decode_float(raw: tf.Tensor, dtype: tf.Tensor) -> tf.Tensor:
+    """Raw little-endian bytes stored as ``dtype`` ("float16" | "float32") -> float32 vector."""
+    return tf.cond(
+        tf.equal(dtype, "float16"),
+        lambda: tf.cast(tf.io.decode_raw(raw, tf.float16, little_endian=True), tf.float32),
+        lambda: tf.io.decode_raw(raw, tf.float32, little_endian=True),
+    )
 
 
 def _bytes_feature(values: list[bytes]) -> tf.train.Feature:

@@ -27,16 +27,16 @@ alpha, dtype, shard size, max_length, vocabulary, and the image ids of every sha
 rerunning into a folder made with other settings is an error unless ``overwrite=True``,
 which removes the stale manifests and stray shards.
 
-``manifest.json`` schema (format_version 1)::
+``manifest.json`` schema (format_version 2)::
 
-    format, format_version, kind  "keras_captioning.features", 1, "final" (worker files: "worker")
+    format, format_version, kind  "keras_captioning.features", 2, "final" (worker files: "worker")
     package_version, created      keras_captioning.__version__, ISO-8601 UTC time
     backbone, alpha               registry name; MobileNet width multiplier or null
     weights, weights_sha256       "imagenet" | "none" | absolute path; sha256 of that file or null
     image_size                    square input side S
     grid_shape, grid_hw           [R, C] regions x channels; [H, W] with H*W = R
     num_regions, feature_dim, pooled_dim
-    dtype, pooled_dtype           grid storage dtype ("float16" | "float32"); "float32"
+    dtype, pooled_dtype           grid storage dtype ("float16" | "float32"); pooled's, the same
     max_length, longest_caption   caption cap in tokens (incl. <start>/<end>) or null; longest stored
     vocab, vocab_fingerprint, vocab_size   "vocab.json", Vocabulary.fingerprint(), len(vocab)
     shard_size, num_workers
@@ -103,7 +103,7 @@ from keras_captioning.features.backbones import (
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pooled stored in the grid dtype (raw bytes), was float32 floats
 VOCAB_NAME = "vocab.json"
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 WORKER_MANIFEST = "manifest.worker-{index}-of-{count}.json"
@@ -155,7 +155,7 @@ def extract_features(records, vocab, out_dir, backbone: str = "inception_v3", we
         image_size: square input side; None = the backbone default.
         batch_size: images per CNN batch.
         shard_size: images per shard.
-        dtype: grid storage dtype, "float16" (half the disk) or "float32". Pooled is float32.
+        dtype: grid and pooled storage dtype, "float16" (half the disk) or "float32".
         num_workers, worker_index: this process writes the shards with ordinal % K == I.
         overwrite: redo this worker's finished shards and replace files of other settings.
         max_length: caption cap in tokens incl. <start>/<end>; None keeps every token.
@@ -347,7 +347,7 @@ def finalize_manifest(out_dir, config_fingerprint: str | None = None) -> dict:
         "feature_dim": grid_shape[1],
         "pooled_dim": grid_shape[1],
         "dtype": config["dtype"],
-        "pooled_dtype": "float32",
+        "pooled_dtype": config["dtype"],
         "max_length": config["max_length"],
         "longest_caption": max((s["longest_caption"] for s in stats.values()), default=0),
         "vocab": VOCAB_NAME,
@@ -461,7 +461,7 @@ class _FeatureRunner:
         @tf.function(reduce_retracing=True)
         def run(images):
             out = model(images, training=False)
-            return tf.cast(out["grid"], storage), tf.cast(out["pooled"], tf.float32)
+            return tf.cast(out["grid"], storage), tf.cast(out["pooled"], storage)
 
         self.run = run
 
