@@ -55,6 +55,25 @@ def test_matches_pycocoevalcap_and_survives_hostile_text():
 
 
 @needs_java
+def test_score_all_prestarts_the_jar_and_matches_pycocoevalcap():
+    metric = OfficialMeteor()
+    scores = score_all(GTS, RES, metrics=["BLEU-1", metric, "ROUGE-L"])
+    assert list(scores) == ["BLEU-1", "METEOR-1.5", "ROUGE-L"]
+    assert scores["METEOR-1.5"] == pytest.approx(COCO_CORPUS, abs=1e-9)
+    assert metric._session is None  # the prestarted JVM was used and stopped
+
+
+@needs_java
+def test_release_stops_an_unused_prestarted_jar():
+    metric = OfficialMeteor()
+    metric.prepare()
+    process = metric._session.process
+    metric.release()
+    assert metric._session is None and process.poll() is not None
+    metric.release()  # idempotent
+
+
+@needs_java
 def test_timeout_gives_nan_and_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         corpus, per_image = OfficialMeteor(timeout=0.2).compute_score(GTS, RES)
@@ -69,6 +88,8 @@ def test_missing_java_gives_nan_and_a_warning(caplog):
         scores = score_all(GTS, RES, metrics=[metric, "BLEU-1"])
     assert math.isnan(scores["METEOR-1.5"]) and scores["BLEU-1"] > 0
     assert "METEOR-1.5 is NaN" in caplog.text
+    metric.prepare()  # no java: nothing to start
+    metric.release()
 
 
 @pytest.mark.slow

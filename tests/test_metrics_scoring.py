@@ -52,6 +52,30 @@ def test_per_image_all_and_compute_all_agree(nltk_cache):
     assert corpus["ROUGE-L"] == pytest.approx(sum(r["ROUGE-L"] for r in rows.values()) / 3)
 
 
+def test_score_all_does_no_per_image_work(monkeypatch):
+    corpus = compute_all(GTS, RES, metrics=["bleu", "CIDEr-D"])[0]
+
+    def no_per_image(self, references, hypotheses):
+        raise AssertionError("score_all computed per-image BLEU")
+
+    monkeypatch.setattr(Bleu, "score_tokenized", no_per_image)
+    assert score_all(GTS, RES, metrics=["bleu", "CIDEr-D"]) == corpus
+
+
+def test_each_distinct_caption_is_tokenized_once():
+    calls = []
+
+    def tokenizer(text):
+        calls.append(text)
+        return text.lower().split()
+
+    gts = {i: ["a dog runs", "A cat sits"] for i in range(4)}
+    res = {i: ["a dog runs"] for i in range(4)}
+    corpus, rows = compute_all(gts, res, metrics=["BLEU-1", "CIDEr-D"], tokenizer=tokenizer)
+    assert sorted(calls) == ["A cat sits", "a dog runs"]
+    assert corpus["BLEU-1"] == 1.0 and rows[0]["BLEU-1"] == 1.0
+
+
 def test_metric_instances_and_single_names():
     scores = score_all(GTS, RES, metrics=[Bleu(n=2, smoothing=None), "CIDEr-D"])
     assert list(scores) == ["BLEU-1", "BLEU-2", "CIDEr-D"]

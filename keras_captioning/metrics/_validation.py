@@ -77,7 +77,19 @@ def validate_inputs(gts: Mapping, res: Mapping) -> tuple[list[Hashable], dict, d
 def tokenize_inputs(
     image_ids: Sequence[Hashable], references: Mapping, hypotheses: Mapping, tokenizer: Tokenizer
 ) -> tuple[list[list[list[str]]], list[list[str]]]:
-    """Tokenizes validated inputs: ``(refs[i][j] = tokens, hyps[i] = tokens)`` in id order."""
-    refs = [[list(tokenizer(r)) for r in references[i]] for i in image_ids]
-    hyps = [list(tokenizer(hypotheses[i])) for i in image_ids]
+    """Tokenizes validated inputs: ``(refs[i][j] = tokens, hyps[i] = tokens)`` in id order.
+
+    Each distinct caption string is tokenized once per call (references repeat across images
+    and hypotheses often equal references); every occurrence gets its own list.
+    """
+    cache: dict[str, list[str]] = {}
+
+    def tokens(text: str) -> list[str]:
+        cached = cache.get(text)
+        if cached is None:
+            cached = cache[text] = list(tokenizer(text))
+        return cached.copy()
+
+    refs = [[tokens(r) for r in references[i]] for i in image_ids]
+    hyps = [tokens(hypotheses[i]) for i in image_ids]
     return refs, hyps

@@ -123,6 +123,10 @@ class Bleu(Metric):
         per_order = [[scores[k] for scores in per_image] for k in range(self.n)]
         return corpus, per_order
 
+    def score_corpus_tokenized(self, references, hypotheses):
+        # one NLTK corpus_bleu call; no per-image sentence BLEU
+        return _nltk_bleu(references, hypotheses, self._weights, None)
+
 
 def sentence_bleu(
     references: str | Sequence[str],

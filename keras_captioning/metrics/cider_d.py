@@ -59,19 +59,25 @@ class CiderD(Metric):
         self.n = n
         self.sigma = float(sigma)
 
-    def _vector(self, counts: Counter, log_num_images: float, df: Counter) -> tuple[list[dict], list[float], int]:
+    def _order_counts(self, tokens: Sequence[str]) -> list[Counter]:
+        """n-gram counts per order (order k at index k-1), in first-occurrence order."""
+        return [Counter(zip(*[tokens[i:] for i in range(k)])) for k in range(1, self.n + 1)]
+
+    def _vector(self, counts: list[Counter], log_num_images: float, idf: dict) -> tuple[list[dict], list[float], int]:
         """tf-idf weights per order, their Euclidean norms, and the bigram-count length."""
-        weights = [{} for _ in range(self.n)]
-        squares = [0.0] * self.n
-        length = 0
-        for gram, count in counts.items():
-            order = len(gram) - 1
-            weight = count * (log_num_images - math.log(max(1.0, df[gram])))
-            weights[order][gram] = weight
-            squares[order] += weight * weight
-            if order == 1:
-                length += count
-        return weights, [math.sqrt(s) for s in squares], length
+        weights = []
+        norms = []
+        for order_counts in counts:
+            order_weights = {}
+            square = 0.0
+            for gram, count in order_counts.items():
+                weight = count * idf[gram]
+                order_weights[gram] = weight
+                square += weight * weight
+            weights.append(order_weights)
+            norms.append(math.sqrt(square))
+        length = sum(counts[1].values()) if self.n > 1 else 0
+        return weights, norms, length
 
     def _similarity(self, hyp, ref) -> list[float]:
         hyp_weights, hyp_norms, hyp_length = hyp
@@ -82,26 +88,54 @@ class CiderD(Metric):
             ref_order = ref_weights[order]
             value = 0.0
             for gram, weight in hyp_weights[order].items():
-                ref_weight = ref_order.get(gram, 0.0)
-                value += min(weight, ref_weight) * ref_weight
+                ref_weight = ref_order.get(gram)
+                if ref_weight:  # an absent (or zero-weight) n-gram adds exactly 0
+                    value += (weight if weight < ref_weight else ref_weight) * ref_weight
             if hyp_norms[order] != 0 and ref_norms[order] != 0:
                 value /= hyp_norms[order] * ref_norms[order]
             values.append(value * penalty)
         return values
 
     def score_tokenized(self, references, hypotheses):
-        ref_counts = [[ngram_counts(ref, self.n) for ref in refs] for refs in references]
-        hyp_counts = [ngram_counts(hyp, self.n) for hyp in hypotheses]
+        # Counts and vectors depend only on a caption's tokens: computed once per distinct one.
+        counts_cache: dict[tuple, list[Counter]] = {}
+
+        def order_counts(tokens) -> list[Counter]:
+            key = tuple(tokens)
+            counts = counts_cache.get(key)
+            if counts is None:
+                counts = counts_cache[key] = self._order_counts(key)
+            return counts
+
+        ref_counts = [[order_counts(ref) for ref in refs] for refs in references]
+        hyp_counts = [order_counts(hyp) for hyp in hypotheses]
         df = Counter()
         for counts_of_image in ref_counts:
-            df.update(set().union(*(c.keys() for c in counts_of_image)))
+            df.update(set().union(*(c.keys() for counts in counts_of_image for c in counts)))
         log_num_images = math.log(float(len(references)))
+
+        class _Idf(dict):
+            # log(N) - log(max(1, df(g))), computed once per distinct n-gram
+            def __missing__(self, gram):
+                value = self[gram] = log_num_images - math.log(max(1.0, df[gram]))
+                return value
+
+        idf = _Idf()
+        vectors: dict[int, tuple] = {}  # by id() of the cached counts: one per distinct caption
+
+        def vector(counts):
+            key = id(counts)
+            found = vectors.get(key)
+            if found is None:
+                found = vectors[key] = self._vector(counts, log_num_images, idf)
+            return found
+
         per_image = []
         for hyp, refs in zip(hyp_counts, ref_counts):
-            hyp_vector = self._vector(hyp, log_num_images, df)
+            hyp_vector = vector(hyp)
             totals = [0.0] * self.n
             for ref in refs:
-                for order, value in enumerate(self._similarity(hyp_vector, self._vector(ref, log_num_images, df))):
+                for order, value in enumerate(self._similarity(hyp_vector, vector(ref))):
                     totals[order] += value
             per_image.append(10.0 * (sum(totals) / self.n) / len(refs))
         return sum(per_image) / len(per_image), per_image

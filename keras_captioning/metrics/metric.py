@@ -55,6 +55,24 @@ class Metric:
         ``hypotheses[i]`` a token list. Returns ``(corpus_score, per_image_scores)``."""
         raise NotImplementedError
 
+    def score_corpus_tokenized(self, references: list[list[list[str]]], hypotheses: list[list[str]]):
+        """The corpus score alone (as :meth:`score_tokenized`'s first value); subclasses whose
+        per-image scores cost extra work (BLEU, METEOR-1.5) skip that work here."""
+        return self.score_tokenized(references, hypotheses)[0]
+
+    def prepare(self) -> None:
+        """Called by ``score_all``/``compute_all`` before tokenizing: a chance to start slow
+        external resources (the METEOR-1.5 JVM) in the background. Default: nothing."""
+
+    def release(self) -> None:
+        """Frees whatever :meth:`prepare` started and scoring did not use. Default: nothing."""
+
+    def corpus_columns(self, corpus_score: Any) -> dict[str, float]:
+        """``corpus_score`` as ``{name: value}`` (the first half of :meth:`columns`)."""
+        if len(self.names) == 1:
+            return {self.names[0]: float(corpus_score)}
+        return {name: float(v) for name, v in zip(self.names, corpus_score)}
+
     def columns(self, corpus_score: Any, per_image_scores: Any) -> tuple[dict[str, float], list[dict[str, float]]]:
         """``(corpus, per_image)`` as ``({name: value}, [{name: value} per image])``."""
         if len(self.names) == 1:

@@ -16,9 +16,12 @@ releases. Here:
   separator character (newline, carriage return, U+2028, zero-width space, lone surrogates;
   a newline would split one request into two and desynchronize the protocol) become spaces,
   runs of spaces collapse;
-* reads and writes happen in threads and the whole call has a deadline (``timeout``,
-  default 120 s + 0.05 s per image; the JVM itself needs about 8 s to load the paraphrase
-  table);
+* all ``SCORE`` lines are written at once (one write, in a thread) and the answers read by a
+  reader thread; the whole call has a deadline (``timeout``, default 120 s + 0.05 s per image,
+  counted from the JVM start; the JVM itself needs about 8 s to load the paraphrase table);
+* ``score_all``/``compute_all`` call :meth:`OfficialMeteor.prepare` before tokenizing, so the
+  JVM loads while the other metrics are computed (an unused JVM is killed by ``release``);
+  the jar is killed once every answer has been read;
 * on any failure (no ``java``, no ``pycocoevalcap``, timeout, crash, unparsable output) the
   result is NaN for the corpus and every image, with one logged warning — never an exception
   or a hang.
@@ -42,6 +45,8 @@ from keras_captioning.metrics.tokenizer import TokenizerSpec
 logger = logging.getLogger(__name__)
 
 _JAR_NAME = "meteor-1.5.jar"
+# Every ASCII character of Unicode category C* or Z*: controls 0..31, DEL; space is kept.
+_ASCII_CONTROLS_TO_SPACE = {code: " " for code in [*range(32), 127]}
 
 
 class _MeteorFailure(Exception):
@@ -51,7 +56,10 @@ class _MeteorFailure(Exception):
 def sanitize_for_meteor(text: str) -> str:
     """Makes a caption safe for the jar's line protocol (see module docstring)."""
     text = text.replace("|", " ")
-    text = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text)
+    if text.isascii():  # the common case: control characters (and DEL) are the only C/Z ones
+        text = text.translate(_ASCII_CONTROLS_TO_SPACE)
+    else:
+        text = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text)
     return " ".join(text.split())
 
 
@@ -106,6 +114,22 @@ class OfficialMeteor(Metric):
             return f"{_JAR_NAME} not found (pip install pycocoevalcap)"
         return None
 
+    def prepare(self) -> None:
+        """Starts the JVM now (it needs ~8 s to load), for the next scoring call to use."""
+        self.release()
+        if self.unavailable_reason() is None:
+            try:
+                self._session = _Session(*self._resolve())
+            except _MeteorFailure:
+                self._session = None  # scoring reports it (and retries the start once)
+
+    def release(self) -> None:
+        """Stops a JVM started by :meth:`prepare` that no scoring call used."""
+        session = getattr(self, "_session", None)
+        self._session = None
+        if session is not None:
+            session.stop()
+
     def score_tokenized(self, references, hypotheses):
         count = len(hypotheses)
         reason = self.unavailable_reason()
@@ -114,33 +138,27 @@ class OfficialMeteor(Metric):
                 return self._run(references, hypotheses)
             except _MeteorFailure as failure:
                 reason = str(failure)
+        else:
+            self.release()
         logger.warning("METEOR-1.5 is NaN for %d image(s): %s", count, reason)
         return math.nan, [math.nan] * count
 
     def _run(self, references, hypotheses):
-        java, jar = self._resolve()
-        lines = []
-        for refs, hyp in zip(references, hypotheses):
-            fields = [sanitize_for_meteor(" ".join(ref)) for ref in refs]
-            fields.append(sanitize_for_meteor(" ".join(hyp)))
-            lines.append("SCORE ||| " + " ||| ".join(fields))
-        timeout = self.timeout if self.timeout is not None else 120.0 + 0.05 * len(lines)
-        deadline = time.monotonic() + timeout
-        command = [java, "-jar", "-Xmx2G", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"]
-        with tempfile.TemporaryFile() as stderr:
-            try:
-                process = subprocess.Popen(
-                    command, cwd=str(jar.parent), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
-                )
-            except OSError as error:
-                raise _MeteorFailure(f"cannot start {java}: {error}") from error
-            finished = False
-            try:
-                result = self._talk(process, lines, deadline, timeout, stderr)
-                finished = True
-                return result
-            finally:
-                _stop(process, graceful=finished)
+        session = getattr(self, "_session", None)
+        self._session = None
+        if session is None:
+            session = _Session(*self._resolve())
+        try:
+            lines = []
+            for refs, hyp in zip(references, hypotheses):
+                fields = [sanitize_for_meteor(" ".join(ref)) for ref in refs]
+                fields.append(sanitize_for_meteor(" ".join(hyp)))
+                lines.append("SCORE ||| " + " ||| ".join(fields))
+            timeout = self.timeout if self.timeout is not None else 120.0 + 0.05 * len(lines)
+            deadline = session.started + timeout  # the JVM start counts
+            return self._talk(session.process, lines, deadline, timeout, session.stderr)
+        finally:
+            session.stop()
 
     def _talk(self, process, lines: list[str], deadline: float, timeout: float, stderr):
         answers: queue.Queue[str | None] = queue.Queue()
@@ -182,6 +200,28 @@ class OfficialMeteor(Metric):
         return corpus, per_image
 
 
+class _Session:
+    """A running jar: the process, its stderr file and its start time."""
+
+    def __init__(self, java, jar):
+        command = [java, "-jar", "-Xmx2G", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"]
+        self.stderr = tempfile.TemporaryFile()
+        self.started = time.monotonic()
+        try:
+            self.process = subprocess.Popen(
+                command, cwd=str(jar.parent), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr
+            )
+        except OSError as error:
+            self.stderr.close()
+            raise _MeteorFailure(f"cannot start {java}: {error}") from error
+
+    def stop(self) -> None:
+        try:
+            _stop(self.process)
+        finally:
+            self.stderr.close()
+
+
 def _floats(line: str) -> list[float]:
     try:
         values = [float(field) for field in line.split()]
@@ -203,10 +243,10 @@ def _tail(stderr, limit: int = 300) -> str:
     return text[-limit:] if text else "(no stderr)"
 
 
-def _stop(process: subprocess.Popen, graceful: bool) -> None:
-    """Ends the jar: closing stdin lets it exit after a good run; a failed run is killed."""
-    if not graceful:
-        process.kill()
+def _stop(process: subprocess.Popen) -> None:
+    """Kills the jar: after a good run every answer has been read (letting the JVM shut down
+    by itself only costs time), after a failed one it may hang."""
+    process.kill()
     try:
         process.stdin.close()
     except (OSError, ValueError):

@@ -127,20 +127,38 @@ def compute_all(
         MetricInputError: bad ``gts``/``res``/``metrics``/``tokenizer``.
         WordNetNotFoundError: "METEOR" requested but no WordNet is installed.
     """
+    return _score(gts, res, metrics, tokenizer, per_image=True)
+
+
+def _score(gts, res, metrics, tokenizer, per_image: bool):
+    """Corpus scores, and per-image rows when ``per_image`` (else ``None``; no per-image work)."""
     columns, instances = _plan(metrics)
     tokenize = get_tokenizer(tokenizer)
     image_ids, references, hypotheses = validate_inputs(gts, res)
-    refs, hyps = tokenize_inputs(image_ids, references, hypotheses, tokenize)
-    corpus: dict[str, float] = {}
-    rows: list[dict[str, float]] = [{} for _ in image_ids]
-    for metric in instances:
-        metric_corpus, metric_rows = metric.columns(*metric.score_tokenized(refs, hyps))
-        corpus.update(metric_corpus)
-        for row, metric_row in zip(rows, metric_rows):
-            row.update(metric_row)
+    # Metrics with a slow external start (the METEOR-1.5 JVM) start it now, so that it loads
+    # while the others tokenize and score; they run last.
+    instances.sort(key=lambda metric: type(metric).prepare is not Metric.prepare)
+    try:
+        for metric in instances:
+            metric.prepare()
+        refs, hyps = tokenize_inputs(image_ids, references, hypotheses, tokenize)
+        corpus: dict[str, float] = {}
+        rows: list[dict[str, float]] = [{} for _ in image_ids] if per_image else []
+        for metric in instances:
+            if not per_image:
+                corpus.update(metric.corpus_columns(metric.score_corpus_tokenized(refs, hyps)))
+                continue
+            metric_corpus, metric_rows = metric.columns(*metric.score_tokenized(refs, hyps))
+            corpus.update(metric_corpus)
+            for row, metric_row in zip(rows, metric_rows):
+                row.update(metric_row)
+    finally:
+        for metric in instances:
+            metric.release()
     ordered = {name: corpus[name] for name in columns}
-    per_image = {i: {name: row[name] for name in columns} for i, row in zip(image_ids, rows)}
-    return ordered, per_image
+    if not per_image:
+        return ordered, None
+    return ordered, {i: {name: row[name] for name in columns} for i, row in zip(image_ids, rows)}
 
 
 def score_all(
@@ -149,8 +167,12 @@ def score_all(
     metrics: Sequence[MetricSpec] | None = None,
     tokenizer: TokenizerSpec = "ptb",
 ) -> dict[str, float]:
-    """Corpus scores ``{column name: value}`` in the requested order (see :func:`compute_all`)."""
-    return compute_all(gts, res, metrics=metrics, tokenizer=tokenizer)[0]
+    """Corpus scores ``{column name: value}`` in the requested order (see :func:`compute_all`).
+
+    Only corpus work is done: no per-image BLEU, no per-image METEOR-1.5 answers (same values
+    as ``compute_all(...)[0]``).
+    """
+    return _score(gts, res, metrics, tokenizer, per_image=False)[0]
 
 
 def per_image_all(
