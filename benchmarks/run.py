@@ -260,7 +260,7 @@ def write_shards(records, grids, vocab, out_dir: str, dtype: str = "float16", sh
 def write_feature_files(ctx: Context) -> dict:
     """Random float32 grids for the first ``input_images`` images, stored both ways.
 
-    Ours: TFRecord shards (float16 grid + float32 pooled + captions). The study: one float32
+    Ours: TFRecord shards (float16 grid + float16 pooled + captions). The study: one float32
     ``.npy`` grid per image.
     """
     import numpy as np
@@ -348,9 +348,9 @@ def bench_storage(ctx: Context) -> list[Result]:
     npy_bytes = sum(os.path.getsize(p) for p in files["npy_paths"])
     ours, study = shard_bytes / n, npy_bytes / n
     grid16 = s.regions * s.feature_dim * 2
-    pooled = s.feature_dim * 4
-    pooled_npy = pooled + 128  # what np.save adds: a 128-byte header
-    notes = (f"apparent file sizes, {n} images; ours per image = float16 grid {grid16} B + float32 pooled "
+    pooled = s.feature_dim * 2  # float16, like the grid
+    pooled_npy = s.feature_dim * 4 + 128  # the study's float32 .npy: np.save adds a 128-byte header
+    notes = (f"apparent file sizes, {n} images; ours per image = float16 grid {grid16} B + float16 pooled "
              f"{pooled} B + captions, ids and proto framing {ours - grid16 - pooled:.0f} B; study = the "
              f"float32 grid .npy only (captions stay in the JSON); counting also the pooled .npy the "
              f"study's vanilla model needs ({pooled_npy} B) the ratio is {ours / (study + pooled_npy):.3f}x; "
