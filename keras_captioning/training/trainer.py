@@ -191,6 +191,9 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
         "features_dir": cfg.features_dir, "policy": policy,
     })
 
+    # Seeds the weight initialisation (and Python/NumPy) so a run is repeatable; the data
+    # order is seeded separately, per epoch.
+    keras.utils.set_random_seed(cfg.train.seed)
     strategy = _strategy(cfg.train.strategy)
     with strategy.scope():
         if state:
