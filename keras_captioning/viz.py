@@ -24,18 +24,14 @@ def plot_loss_curves(csv_path: str, out_path: str, title: str | None = None) -> 
         return None
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for key, style in [("loss", "-o"), ("val_loss", "--s")]:
-        if key in rows[0]:
-            axes[0].plot(epochs, [float(r[key]) for r in rows], style, label=key, ms=3)
-    axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("masked cross-entropy per token")
-    axes[0].legend()
-    for key, style in [("accuracy", "-o"), ("val_accuracy", "--s")]:
-        if key in rows[0]:
-            axes[1].plot(epochs, [float(r[key]) for r in rows], style, label=key, ms=3)
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("token accuracy")
-    axes[1].legend()
+    for ax, name, ylabel in ((axes[0], "loss", "masked cross-entropy per token"),
+                             (axes[1], "accuracy", "token accuracy")):
+        for key, style in ((name, "-o"), (f"val_{name}", "--s")):
+            if key in rows[0]:
+                ax.plot(epochs, [float(r[key]) for r in rows], style, label=key, ms=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()

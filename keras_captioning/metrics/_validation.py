@@ -3,7 +3,7 @@
 from collections.abc import Hashable, Mapping, Sequence
 
 from keras_captioning.metrics.errors import MetricInputError
-from keras_captioning.metrics.tokenizer import Tokenizer
+from keras_captioning.metrics.tokenizer import Tokenizer, TokenizerSpec, get_tokenizer
 
 _MAX_IDS_SHOWN = 10
 
@@ -93,3 +93,16 @@ def tokenize_inputs(
     refs = [[tokens(r) for r in references[i]] for i in image_ids]
     hyps = [tokens(hypotheses[i]) for i in image_ids]
     return refs, hyps
+
+
+def tokenize_sentence(references, hypothesis: str, tokenizer: TokenizerSpec = "ptb"):
+    """One caption and its references (a string or a list of strings) -> tokens.
+
+    Returns ``(tokenize, reference_tokens, hypothesis_tokens)``; the sentence-level helpers
+    of every metric go through here, so they treat a bare string and an empty list alike.
+    """
+    tokenize = get_tokenizer(tokenizer)
+    refs = [references] if isinstance(references, str) else list(references)
+    if not refs:
+        raise MetricInputError("references: at least one reference caption is needed")
+    return tokenize, [tokenize(r) for r in refs], tokenize(hypothesis)

@@ -34,9 +34,10 @@ from collections.abc import Callable, Sequence
 
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 
+from keras_captioning.metrics._validation import tokenize_sentence
 from keras_captioning.metrics.errors import MetricInputError
 from keras_captioning.metrics.metric import Metric
-from keras_captioning.metrics.tokenizer import TokenizerSpec, get_tokenizer
+from keras_captioning.metrics.tokenizer import TokenizerSpec
 
 SmoothingSpec = None | str | Callable
 
@@ -139,13 +140,8 @@ def sentence_bleu(
 
     Returns ``[BLEU-1, ..., BLEU-n]``; ``smoothing`` as in :class:`Bleu` (default ``method1``).
     """
-    tokenize = get_tokenizer(tokenizer)
-    refs = [references] if isinstance(references, str) else list(references)
-    if not refs:
-        raise MetricInputError("references: at least one reference caption is needed")
-    return _nltk_bleu(
-        [[tokenize(r) for r in refs]], [tokenize(hypothesis)], _cumulative_weights(n), _smoothing_function(smoothing)
-    )
+    _, refs, hyp = tokenize_sentence(references, hypothesis, tokenizer)
+    return _nltk_bleu([refs], [hyp], _cumulative_weights(n), _smoothing_function(smoothing))
 
 
 def corpus_bleu_scores(

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from nltk.translate.gleu_score import corpus_gleu
 from nltk.translate.gleu_score import sentence_gleu as _nltk_sentence_gleu
 
+from keras_captioning.metrics._validation import tokenize_sentence
 from keras_captioning.metrics.errors import MetricInputError
 from keras_captioning.metrics.metric import Metric
-from keras_captioning.metrics.tokenizer import TokenizerSpec, get_tokenizer
+from keras_captioning.metrics.tokenizer import TokenizerSpec
 
 
 class Gleu(Metric):
@@ -52,10 +53,5 @@ def sentence_gleu(
     tokenizer: TokenizerSpec = "ptb",
 ) -> float:
     """NLTK sentence GLEU of one caption (string) against its reference strings."""
-    tokenize = get_tokenizer(tokenizer)
-    refs = [references] if isinstance(references, str) else list(references)
-    if not refs:
-        raise MetricInputError("references: at least one reference caption is needed")
-    return float(
-        _nltk_sentence_gleu([tokenize(r) for r in refs], tokenize(hypothesis), min_len=min_len, max_len=max_len)
-    )
+    _, refs, hyp = tokenize_sentence(references, hypothesis, tokenizer)
+    return float(_nltk_sentence_gleu(refs, hyp, min_len=min_len, max_len=max_len))

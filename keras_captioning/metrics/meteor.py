@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
 from nltk.translate.meteor_score import meteor_score
 
-from keras_captioning.metrics.errors import MetricInputError
+from keras_captioning.metrics._validation import tokenize_sentence
 from keras_captioning.metrics.metric import Metric
-from keras_captioning.metrics.tokenizer import TokenizerSpec, get_tokenizer
+from keras_captioning.metrics.tokenizer import TokenizerSpec
 from keras_captioning.metrics.wordnet import load_wordnet
 
 
@@ -90,9 +90,5 @@ def sentence_meteor(
     tokenizer: TokenizerSpec = "ptb",
 ) -> float:
     """NLTK METEOR of one caption (string) against its reference strings (best reference)."""
-    tokenize = get_tokenizer(tokenizer)
-    refs = [references] if isinstance(references, str) else list(references)
-    if not refs:
-        raise MetricInputError("references: at least one reference caption is needed")
-    metric = Meteor(wordnet=wordnet, tokenizer=tokenize)
-    return metric.score_sentence([tokenize(r) for r in refs], tokenize(hypothesis))
+    tokenize, refs, hyp = tokenize_sentence(references, hypothesis, tokenizer)
+    return Meteor(wordnet=wordnet, tokenizer=tokenize).score_sentence(refs, hyp)

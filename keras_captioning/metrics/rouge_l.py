@@ -10,9 +10,9 @@ mean of the per-image scores.
 
 from collections.abc import Sequence
 
-from keras_captioning.metrics.errors import MetricInputError
+from keras_captioning.metrics._validation import tokenize_sentence
 from keras_captioning.metrics.metric import Metric
-from keras_captioning.metrics.tokenizer import TokenizerSpec, get_tokenizer
+from keras_captioning.metrics.tokenizer import TokenizerSpec
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -69,8 +69,5 @@ def sentence_rouge_l(
     references: str | Sequence[str], hypothesis: str, beta: float = 1.2, tokenizer: TokenizerSpec = "ptb"
 ) -> float:
     """ROUGE-L of one caption (string) against its reference strings."""
-    tokenize = get_tokenizer(tokenizer)
-    refs = [references] if isinstance(references, str) else list(references)
-    if not refs:
-        raise MetricInputError("references: at least one reference caption is needed")
-    return rouge_l_score([tokenize(r) for r in refs], tokenize(hypothesis), beta)
+    _, refs, hyp = tokenize_sentence(references, hypothesis, tokenizer)
+    return rouge_l_score(refs, hyp, beta)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import jiwer
 import numpy as np
 
-from keras_captioning.metrics.errors import MetricInputError
+from keras_captioning.metrics._validation import tokenize_sentence
 from keras_captioning.metrics.metric import Metric
 from keras_captioning.metrics.tokenizer import TokenizerSpec, get_tokenizer
 
@@ -99,12 +99,7 @@ def sentence_wer(
     references: str | Sequence[str], hypothesis: str, tokenizer: TokenizerSpec = "ptb"
 ) -> float:
     """WER of one caption: the minimum over its reference strings (see module docstring)."""
-    tokenize = get_tokenizer(tokenizer)
-    refs = [references] if isinstance(references, str) else list(references)
-    if not refs:
-        raise MetricInputError("references: at least one reference caption is needed")
-    ref_tokens = [tokenize(r) for r in refs]
-    hyp_tokens = tokenize(hypothesis)
+    _, ref_tokens, hyp_tokens = tokenize_sentence(references, hypothesis, tokenizer)
     distances = edit_distances([(ref, hyp_tokens) for ref in ref_tokens])
     return _choose(ref_tokens, hyp_tokens, distances)[0]
 
