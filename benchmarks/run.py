@@ -230,7 +230,12 @@ def write_shards(records, grids, vocab, out_dir: str, dtype: str = "float16", sh
 
     import tensorflow as tf
 
-    from keras_captioning.data.tfrecords import MANIFEST_FORMAT, MANIFEST_NAME, serialize_example
+    from keras_captioning.data.tfrecords import (
+        FORMAT_VERSION,
+        MANIFEST_FORMAT,
+        MANIFEST_NAME,
+        serialize_example,
+    )
     from keras_captioning.features.extract import SHARD_PATTERN
 
     os.makedirs(out_dir, exist_ok=True)
@@ -246,7 +251,8 @@ def write_shards(records, grids, vocab, out_dir: str, dtype: str = "float16", sh
                                                record.captions, ids))
     regions, dim = grids[0].shape
     captions = sum(len(r.captions) for r in records)
-    manifest = {"format": MANIFEST_FORMAT, "kind": "final", "dtype": dtype, "pooled_dtype": "float32",
+    manifest = {"format": MANIFEST_FORMAT, "format_version": FORMAT_VERSION, "kind": "final", "dtype": dtype,
+                "pooled_dtype": "float32",
                 "grid_shape": [int(regions), int(dim)], "num_regions": int(regions), "feature_dim": int(dim),
                 "pooled_dim": int(dim), "shards": {"train": names},
                 "counts": {"train": {"images": len(records), "captions": captions,

@@ -141,7 +141,6 @@ def run_demo(quick: bool = False, out_dir: str = "runs/demo") -> str:
 
 def _write_demo_report(out_dir, cfgs, results, loc, timings, total, quick) -> str:
     from keras_captioning.evaluate import RUN_COLUMNS, TABLE_METRICS, format_table
-    from keras_captioning.viz import plot_loss_curves
 
     rows = [{**results[n]["meta"], **results[n]["scores"], "train s": f"{timings[n]:.0f}"}
             for n in ("vanilla", "attention")]
@@ -178,10 +177,10 @@ def _write_demo_report(out_dir, cfgs, results, loc, timings, total, quick) -> st
         "",
     ]
     for name, cfg in cfgs.items():
-        png = os.path.join(out_dir, f"loss-{name}.png")
-        csv_path = os.path.join(cfg.run_dir, "log.csv")
-        if os.path.exists(csv_path) and plot_loss_curves(csv_path, png, title=f"{name} model"):
-            lines += [f"![loss {name}](loss-{name}.png)", ""]
+        src = os.path.join(cfg.run_dir, "loss.png")  # drawn by the trainer
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(out_dir, f"loss-{name}.png"))
+            lines += [f"{name} model:", "", f"![loss {name}](loss-{name}.png)", ""]
     lines += ["## Attention maps (attention model)", ""]
     att_dir = results["attention"]["report_dir"]
     for name in ("good", "bad"):

@@ -70,13 +70,8 @@ def decode_features(model, features, beam: int, max_length: int, length_penalty:
         result = greedy_decode(model, features, max_length=max_length)
         return np.asarray(result.tokens), result.attention
     result = beam_search(model, features, max_length=max_length, beam_width=beam,
-                         length_penalty=length_penalty, num_return=1)
-    tokens = np.asarray(result.tokens)
-    attention = result.attention
-    if tokens.ndim == 3:  # (B, N, L): keep the best of the N returned
-        tokens = tokens[:, 0]
-        attention = None if attention is None else np.asarray(attention)[:, 0]
-    return tokens, attention
+                         length_penalty=length_penalty, num_return=1)  # (B, L): the best beam
+    return np.asarray(result.tokens), result.attention
 
 
 def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam: int,
@@ -161,6 +156,7 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
                  checkpoint: str = "best", out_dir: str | None = None, metrics=None) -> dict:
     """Decodes ``split`` with the run's model, scores it and writes the report folder."""
     from keras_captioning import metrics as kc_metrics
+    from keras_captioning.data.tfrecords import read_manifest
     from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.training.trainer import check_run_dir, load_run_config
 
@@ -172,6 +168,7 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as fh:
         manifest = json.load(fh)
     features_dir = info["features_dir"]
+    read_manifest(features_dir)  # the shards are still there and readable, before loading anything
     model = load_model(run_dir, checkpoint)
     feature = "pooled" if cfg.model.type == "merge" else "grid"
     decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,

@@ -106,11 +106,16 @@ def test_read_manifest_errors(tmp_path):
     path.write_text(json.dumps({"backbone": "x"}))
     with pytest.raises(CaptioningError, match="not a keras-captioning feature manifest"):
         read_manifest(tmp_path)
-    path.write_text(json.dumps({"format": tfrecords.MANIFEST_FORMAT, "dtype": "int8", "grid_shape": [64],
+    path.write_text(json.dumps({"format": tfrecords.MANIFEST_FORMAT, "format_version": tfrecords.FORMAT_VERSION,
+                                "dtype": "int8", "grid_shape": [64],
                                 "counts": {}, "shards": {}}))
     with pytest.raises(CaptioningError, match="dtype.*grid_shape"):
         read_manifest(tmp_path)
-    good = {"format": tfrecords.MANIFEST_FORMAT, "dtype": "float16", "grid_shape": [64, 38], "counts": {},
-            "shards": {}}
+    good = {"format": tfrecords.MANIFEST_FORMAT, "format_version": tfrecords.FORMAT_VERSION, "dtype": "float16",
+            "grid_shape": [64, 38], "counts": {}, "shards": {}}
     path.write_text(json.dumps(good))
     assert read_manifest(tmp_path) == good
+    path.write_text(json.dumps({**good, "format_version": 1}))  # shards of an older package version
+    with pytest.raises(CaptioningError, match="shards in format 1, this package reads format 2; rerun the "
+                                              "features step with --overwrite"):
+        read_manifest(tmp_path)

@@ -45,6 +45,7 @@ KEY_CAPTION_LENGTHS = "captions/lengths"
 GRID_DTYPES = ("float16", "float32")  # storage dtypes the decoder understands
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "keras_captioning.features"
+FORMAT_VERSION = 2  # shard layout; 2: pooled stored in the grid dtype (raw bytes), 1: float32 floats
 
 
 def serialize_example(image_id, grid, pooled, captions_text, captions_ids) -> bytes:
@@ -347,6 +348,11 @@ def read_manifest(directory: str | os.PathLike) -> dict:
         raise CaptioningError(
             f'{path}: not a keras-captioning feature manifest (no "format": '
             f'"{MANIFEST_FORMAT}"); point to the folder the features step wrote'
+        )
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CaptioningError(
+            f"{path}: shards in format {manifest.get('format_version')!r}, this package reads format "
+            f"{FORMAT_VERSION}; rerun the features step with --overwrite"
         )
     problems = []
     if manifest.get("dtype") not in GRID_DTYPES:

@@ -40,13 +40,14 @@ def load_records(cfg: ExperimentConfig):
 
 
 def features_complete(out_dir: str) -> bool:
-    """True when a finished manifest (all workers merged) is there."""
+    """True when a finished manifest (all workers merged) is there.
+
+    A manifest that is there but unusable (corrupt, or an older shard format) is an error
+    that says to rerun with --overwrite, rather than shards the readers would choke on.
+    """
     if not os.path.exists(os.path.join(out_dir, "manifest.json")):
         return False
-    try:
-        manifest = read_manifest(out_dir)
-    except CaptioningError:
-        return False
+    manifest = read_manifest(out_dir)
     return all(os.path.exists(os.path.join(out_dir, name))
                for names in manifest.get("shards", {}).values() for name in names)
 

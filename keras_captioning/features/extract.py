@@ -91,7 +91,13 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from keras_captioning import __version__
-from keras_captioning.data.tfrecords import GRID_DTYPES, MANIFEST_FORMAT, MANIFEST_NAME, serialize_example
+from keras_captioning.data.tfrecords import (
+    FORMAT_VERSION,
+    GRID_DTYPES,
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    serialize_example,
+)
 from keras_captioning.errors import CaptioningError
 from keras_captioning.features.backbones import (
     build_backbone,
@@ -103,7 +109,6 @@ from keras_captioning.features.backbones import (
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: pooled stored in the grid dtype (raw bytes), was float32 floats
 VOCAB_NAME = "vocab.json"
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 WORKER_MANIFEST = "manifest.worker-{index}-of-{count}.json"

@@ -70,14 +70,12 @@ class RunCheckpoint(keras.callbacks.Callback):
     step, so ``--resume`` restarts at the right epoch with the right data order.
     """
 
-    def __init__(self, run_dir: str, nan_guard: NaNGuard | None = None, best: float = math.inf,
-                 steps_per_epoch: int = 0):
+    def __init__(self, run_dir: str, nan_guard: NaNGuard | None = None, best: float = math.inf):
         super().__init__()
         self.run_dir = run_dir
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         self.nan_guard = nan_guard
         self.best = best
-        self.steps_per_epoch = steps_per_epoch
         os.makedirs(self.ckpt_dir, exist_ok=True)
 
     def save_state(self, next_epoch: int, interrupted: bool = False) -> None:

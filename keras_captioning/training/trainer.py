@@ -21,7 +21,6 @@ epoch are seen twice).
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
@@ -224,8 +223,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
 
     nan_guard = cb.NaNGuard()
     best = state.get("best_val_loss") if state else None
-    ckpt = cb.RunCheckpoint(run_dir, nan_guard, best=best if best is not None else math.inf,
-                            steps_per_epoch=steps)
+    ckpt = cb.RunCheckpoint(run_dir, nan_guard, best=best if best is not None else math.inf)
     tracker = cb.EpochTracker(first_epoch)
     callbacks = [tracker, nan_guard, ckpt,
                  keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=bool(state)),
@@ -263,6 +261,3 @@ def _draw_curves(run_dir: str) -> None:
     if os.path.exists(csv_path):
         plot_loss_curves(csv_path, os.path.join(run_dir, "loss.png"))
 
-
-def find_runs(pattern: str) -> list:
-    return sorted(d for d in glob.glob(pattern) if os.path.exists(os.path.join(d, "run.json")))
