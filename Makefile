@@ -12,7 +12,7 @@ RUN    ?=
 cfg = --config $(or $(CONFIG),$(1))
 
 .PHONY: install test test-slow test-all demo features train-attention train-vanilla evaluate \
-        compare caption coco-data bench lint clean
+        compare caption export coco-data bench lint clean
 
 $(STAMP): setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ evaluate: $(STAMP)
 
 compare: $(STAMP)
 	$(PY) -m keras_captioning compare $(or $(RUN),runs) $(ARGS)
+
+export: $(STAMP)
+	$(PY) -m keras_captioning export --run $(or $(RUN),runs/demo-attention) --out $(or $(OUT),$(or $(RUN),runs/demo-attention)/export) $(ARGS)
 
 coco-data: $(STAMP)
 	$(PY) -m keras_captioning coco-data --dest $(or $(DEST),data/coco) $(ARGS)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.ranges import RANGES, check_value
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ModelConfig:
     dropout: float = 0.0  # the merge model uses merge_dropout
     merge_dropout: float = 0.5
     attention_reg: float = 0.0  # doubly stochastic attention regularisation (lambda)
+    init_state: str = "zeros"  # zeros (study) | features (h0/c0 = tanh(W mean region), as SAT)
 
 
 @dataclass
@@ -76,10 +78,28 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto (mixed_float16 when a GPU is present) | on | off
     strategy: str = "default"  # default | mirrored | multiworker
     jit_compile: bool = False  # XLA
-    early_stopping_patience: int | None = None  # epochs without val_loss improvement
+    length_buckets: list | None = None  # caption widths in tokens, e.g. [10, 14, 18, 24, 32]:
+    #   batches grouped by length, each padded to the smallest width holding it; None pads every
+    #   batch to the longest caption (the study's way)
+    select_on: str = "CIDEr-D"  # best.keras on: CIDEr-D | BLEU-4 (greedy-decoded val split, each
+    #   epoch) | val_loss (teacher-forced, the study's way)
+    val_decode_images: int | None = None  # decode only the first N val images per epoch (None: all)
+    lr_schedule: str = "constant"  # constant | plateau (x lr_decay_factor when select_on stalls)
+    lr_decay_factor: float = 0.5
+    lr_patience: int = 2  # epochs without a select_on improvement before a decay
+    min_learning_rate: float = 1e-6
+    early_stopping_patience: int | None = None  # epochs without a select_on improvement
     terminate_on_nan: bool = True
     steps_per_epoch: int | None = None  # cap (smoke runs); None = one pass over the data
     run_dir: str | None = None  # default: runs/<experiment name>
+    # Self-critical sequence training (training/scst.py): objective=scst fine-tunes the best.keras
+    # of the cross-entropy run init_from with REINFORCE on CIDEr-D, in its own run_dir.
+    objective: str = "xe"  # xe (teacher-forced cross-entropy) | scst
+    init_from: str | None = None  # scst: the run directory whose checkpoints/best.keras starts it
+    scst_samples: int = 5  # scst: K captions sampled per image per step
+    scst_baseline: str = "greedy"  # scst: greedy (the greedy caption's CIDEr-D, Rennie et al.) |
+    #   mean (the mean CIDEr-D of the image's other K-1 samples, "new SCST"; needs K >= 2)
+    scst_max_length: int = 16  # scst: sampled captions stop after this many steps (END included)
 
 
 @dataclass
@@ -214,6 +234,9 @@ def load_config(path: str | None = None, overrides=None) -> ExperimentConfig:
     if path is not None:
         if not os.path.exists(path):
             raise CaptioningError(f"{path}: config file not found")
+        if not os.path.isfile(path):
+            raise CaptioningError(f"{path}: is a folder, not a config file; pass a YAML file "
+                                  "such as configs/demo.yaml")
         try:
             with open(path, encoding="utf-8") as fh:
                 raw = yaml.safe_load(fh) or {}
@@ -236,11 +259,30 @@ _CHOICES = {
     ("train", "caption_mode"): ("all", "random"),
     ("train", "mixed_precision"): ("auto", "on", "off"),
     ("train", "strategy"): ("default", "mirrored", "multiworker"),
+    ("train", "select_on"): ("CIDEr-D", "BLEU-4", "val_loss"),
+    ("model", "init_state"): ("zeros", "features"),
+    ("train", "lr_schedule"): ("constant", "plateau"),
+    ("train", "objective"): ("xe", "scst"),
+    ("train", "scst_baseline"): ("greedy", "mean"),
 }
 
 
+def check_folder(path, label: str) -> None:
+    """Refuses an output folder path that is (or lies below) an existing file."""
+    if path is None:
+        return
+    probe = os.path.abspath(os.fspath(path))
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return
+        probe = parent
+    if not os.path.isdir(probe):
+        raise CaptioningError(f"{label}={path}: {probe} is a file, not a folder; choose another path")
+
+
 def validate(cfg: ExperimentConfig, source: str = "config") -> None:
-    """Checks enumerated fields and types up front, before any data is touched."""
+    """Checks enumerated fields, types and numeric ranges up front, before any data is touched."""
     for (section, key), choices in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if isinstance(value, bool):  # YAML turns on/off into booleans
@@ -265,6 +307,27 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
                 raise CaptioningError(
                     f"{source}: {section_name}.{f.name} must be {expected.__name__}, got {value!r}"
                 )
+    for (section, key) in RANGES:
+        value = getattr(getattr(cfg, section), key)
+        if value is not None:
+            try:
+                check_value(section, key, value)
+            except CaptioningError as exc:
+                raise CaptioningError(f"{source}: {exc}") from None
+    buckets = cfg.train.length_buckets
+    if buckets is not None and (not isinstance(buckets, list) or not buckets or any(
+            isinstance(b, bool) or not isinstance(b, int) or b < 2 for b in buckets)
+            or buckets != sorted(set(buckets))):
+        raise CaptioningError(f"{source}: train.length_buckets={buckets!r}: expected null or a list of "
+                              "increasing integers >= 2 (caption widths in tokens)")
+    if cfg.train.objective == "scst" and not cfg.train.init_from:
+        raise CaptioningError(f"{source}: train.objective=scst needs train.init_from=<run directory of a "
+                              "cross-entropy run> (its checkpoints/best.keras starts the fine-tuning)")
+    if cfg.train.objective == "scst" and cfg.train.scst_baseline == "mean" and cfg.train.scst_samples < 2:
+        raise CaptioningError(f"{source}: train.scst_baseline=mean needs train.scst_samples >= 2 "
+                              f"(the mean of the other samples), got {cfg.train.scst_samples}")
+    check_folder(cfg.features.out_dir, "features.out_dir")
+    check_folder(cfg.train.run_dir, "train.run_dir")
 
 
 def save_config(cfg: ExperimentConfig, path: str) -> None:

@@ -1,6 +1,7 @@
 """Decode a split, score it, write predictions, scores and a report.
 
-``evaluate_run(run_dir)`` writes into ``<run_dir>/eval-<split>/``:
+``evaluate_run(run_dir)`` writes into ``<run_dir>/eval-<split>/`` (other checkpoints and
+decoding settings: ``eval-<split>-<checkpoint>-<greedy | beamB-lpA>/``, see ``report_dir_name``):
 
     predictions.json    COCO results format: [{"image_id": ..., "caption": ...}]
     scores.json         corpus scores (BLEU-1..4, METEOR, GLEU, WER, CIDEr-D, ROUGE-L, ...)
@@ -49,9 +50,7 @@ def default_metrics() -> tuple:
 
 
 def load_model(run_dir: str, checkpoint: str = "best"):
-    import keras
-
-    import keras_captioning.models  # noqa: F401  (registers the custom classes)
+    from keras_captioning.training.callbacks import read_checkpoint
 
     path = os.path.join(run_dir, "checkpoints", f"{checkpoint}.keras")
     if not os.path.exists(path):
@@ -59,7 +58,7 @@ def load_model(run_dir: str, checkpoint: str = "best"):
         if not os.path.exists(fallback):
             raise CaptioningError(f"{run_dir}: no checkpoint in checkpoints/; train the run first")
         path = fallback
-    return keras.saving.load_model(path, compile=False)
+    return read_checkpoint(path, compile=False)  # a damaged file is an error naming it
 
 
 def decode_features(model, features, beam: int, max_length: int, length_penalty: float = 0.0):
@@ -83,20 +82,38 @@ def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam
     if not glob.glob(pattern):
         raise CaptioningError(f"{features_dir}: no shards for split '{split}' ({pattern})")
     out = []
-    for batch in make_eval_dataset(pattern, batch_size, feature=feature):
-        tokens, attention = decode_features(model, batch["features"], beam, max_length, length_penalty)
-        ids = [x.decode("utf-8") for x in batch["image_id"].numpy()]
-        refs = batch["references"].numpy()
-        for i, image_id in enumerate(ids):
-            row = [int(t) for t in tokens[i] if int(t) != vocab.pad_id]
-            out.append({
-                "image_id": image_id,
-                "tokens": row,
-                "caption": vocab.decode(row),
-                "references": [r.decode("utf-8") for r in refs[i] if r],
-                "attention": None if attention is None else np.asarray(attention[i])[: len(row)],
-            })
-        log.info("decoded %d images of %s", len(out), split)
+    try:
+        for batch in make_eval_dataset(pattern, batch_size, feature=feature):
+            out.extend(_decode_batch(model, vocab, batch, beam, max_length, length_penalty))
+            log.info("decoded %d images of %s", len(out), split)
+    except Exception as err:
+        import tensorflow as tf
+
+        from keras_captioning.data.tfrecords import unreadable_record_file
+
+        found = unreadable_record_file(sorted(glob.glob(pattern))) if isinstance(err, tf.errors.OpError) else None
+        if found is None:
+            raise
+        raise CaptioningError(f"{found[0]}: damaged feature shard ({found[1]}); extract the features "
+                              "again (features --overwrite)") from None
+    return out
+
+
+def _decode_batch(model, vocab, batch, beam: int, max_length: int, length_penalty: float) -> list:
+    """One dict per image of an eval batch: id, tokens, caption, references, attention."""
+    out = []
+    tokens, attention = decode_features(model, batch["features"], beam, max_length, length_penalty)
+    ids = [x.decode("utf-8") for x in batch["image_id"].numpy()]
+    refs = batch["references"].numpy()
+    for i, image_id in enumerate(ids):
+        row = [int(t) for t in tokens[i] if int(t) != vocab.pad_id]
+        out.append({
+            "image_id": image_id,
+            "tokens": row,
+            "caption": vocab.decode(row),
+            "references": [r.decode("utf-8") for r in refs[i] if r],
+            "attention": None if attention is None else np.asarray(attention[i])[: len(row)],
+        })
     return out
 
 
@@ -152,29 +169,91 @@ def _image_paths(cfg) -> dict:
         return {}
 
 
+def report_dir_name(cfg, split: str, checkpoint: str, beam: int, length_penalty: float) -> str:
+    """``eval-<split>`` for the run's own settings, else one folder per (checkpoint, decoding).
+
+    E.g. ``eval-test`` (best checkpoint, the config's beam and length penalty),
+    ``eval-test-last-beam5-lp0.6``, ``eval-val-best-greedy``.
+    """
+    if (checkpoint, beam, length_penalty) == ("best", cfg.eval.beam, cfg.eval.length_penalty):
+        return f"eval-{split}"
+    decoding = "greedy" if beam <= 1 else f"beam{beam}-lp{length_penalty:g}"
+    return f"eval-{split}-{checkpoint}-{decoding}"
+
+
+def _check_report_dir(out_dir: str, settings: dict, overwrite: bool) -> None:
+    """Refuses to replace a report made with other settings unless ``overwrite``."""
+    from keras_captioning.config import check_folder
+
+    check_folder(out_dir, "report folder")
+    path = os.path.join(out_dir, "scores.json")
+    if overwrite or not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh).get("meta", {})
+    except (OSError, ValueError, AttributeError):
+        old = {}
+    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
+    if changed:
+        raise CaptioningError(f"{out_dir}: holds a report made with other settings ({'; '.join(changed)}); "
+                              "pass --overwrite to replace it, or choose another folder")
+
+
+def wordnet_missing() -> str | None:
+    """None when NLTK's METEOR can find WordNet, else the one line that says how to install it."""
+    from keras_captioning.metrics import WordNetNotFoundError, load_wordnet
+
+    try:
+        load_wordnet()
+    except WordNetNotFoundError:
+        return ("WordNet not found; install it with `python -m nltk.downloader wordnet` "
+                "(or `apt-get install wordnet-base wordnet-sense-index`)")
+    return None
+
+
 def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None,
-                 checkpoint: str = "best", out_dir: str | None = None, metrics=None) -> dict:
-    """Decodes ``split`` with the run's model, scores it and writes the report folder."""
+                 checkpoint: str = "best", out_dir: str | None = None, metrics=None,
+                 length_penalty: float | None = None, overwrite: bool = False) -> dict:
+    """Decodes ``split`` with the run's model, scores it and writes the report folder.
+
+    The folder is :func:`report_dir_name`'s (one per split, checkpoint and decoding setting)
+    unless ``out_dir`` is given; a folder holding a report of other settings is refused
+    unless ``overwrite``. A metric whose optional resource is missing (METEOR without WordNet)
+    is reported as NaN ("n/a") with a warning saying how to install it; the rest complete.
+    """
     from keras_captioning import metrics as kc_metrics
-    from keras_captioning.data.tfrecords import read_manifest
+    from keras_captioning.data.tfrecords import damaged_shards, read_manifest
     from keras_captioning.data.vocab import Vocabulary
+    from keras_captioning.ranges import check_value
     from keras_captioning.training.trainer import check_run_dir, load_run_config
 
     info = check_run_dir(run_dir)
     cfg = load_run_config(run_dir)
     split = split or cfg.eval.split
-    beam = cfg.eval.beam if beam is None else beam
+    beam = cfg.eval.beam if beam is None else check_value("eval", "beam", beam, "--beam")
+    length_penalty = (cfg.eval.length_penalty if length_penalty is None
+                      else float(check_value("eval", "length_penalty", length_penalty, "--length-penalty")))
     vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+    if beam > len(vocab):
+        raise CaptioningError(f"--beam={beam} is wider than the run's vocabulary ({len(vocab)} tokens); "
+                              f"valid: [1, {min(len(vocab), 100)}]")
     with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as fh:
         manifest = json.load(fh)
     features_dir = info["features_dir"]
-    read_manifest(features_dir)  # the shards are still there and readable, before loading anything
+    # The shards are still there and match their manifest (size, checksum), before loading anything.
+    damaged = damaged_shards(features_dir, read_manifest(features_dir), splits=[split])
+    if damaged:
+        raise CaptioningError(f"{damaged[0][0]}: {damaged[0][1]} ({len(damaged)} damaged shard(s) of split "
+                              f"'{split}'); run the features step again to redo them")
+    out_dir = out_dir or os.path.join(run_dir, report_dir_name(cfg, split, checkpoint, beam, length_penalty))
+    _check_report_dir(out_dir, {"split": split, "checkpoint": checkpoint, "beam": beam,
+                                "length_penalty": length_penalty}, overwrite)
     model = load_model(run_dir, checkpoint)
     feature = "pooled" if cfg.model.type == "merge" else "grid"
     decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,
-                           cfg.eval.batch_size, cfg.eval.length_penalty)
+                           cfg.eval.batch_size, length_penalty)
 
-    out_dir = out_dir or os.path.join(run_dir, f"eval-{split}")
     os.makedirs(out_dir, exist_ok=True)
     predictions = [{"image_id": _id_for_json(d["image_id"]), "caption": d["caption"]} for d in decoded]
     with open(os.path.join(out_dir, "predictions.json"), "w", encoding="utf-8") as fh:
@@ -182,9 +261,18 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
 
     gts = {d["image_id"]: d["references"] for d in decoded}
     res = {d["image_id"]: [d["caption"]] for d in decoded}
-    scores, per_image = kc_metrics.compute_all(gts, res, metrics=metrics or default_metrics())
-    meta = {**describe_run(cfg, manifest), "split": split, "beam": beam, "num_images": len(decoded),
-            "checkpoint": checkpoint}
+    requested = list(metrics or default_metrics())
+    unavailable = {}
+    if "METEOR" in requested:
+        hint = wordnet_missing()
+        if hint:
+            log.warning("METEOR unavailable: %s", hint)
+            unavailable["METEOR"] = hint
+    computed, per_image = kc_metrics.compute_all(
+        gts, res, metrics=[m for m in requested if not (isinstance(m, str) and m in unavailable)])
+    scores = {**computed, **{name: float("nan") for name in unavailable}}  # NaN shows as "n/a"
+    meta = {**describe_run(cfg, manifest), "split": split, "beam": beam, "length_penalty": length_penalty,
+            "num_images": len(decoded), "checkpoint": checkpoint, "unavailable": unavailable}
     with open(os.path.join(out_dir, "scores.json"), "w", encoding="utf-8") as fh:
         json.dump({"meta": meta, "scores": scores}, fh, indent=2)
     with open(os.path.join(out_dir, "per_image.json"), "w", encoding="utf-8") as fh:
@@ -218,6 +306,7 @@ def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta) -> str
                 f"{meta['num_images']} images, beam {meta['beam']}, checkpoint `{meta['checkpoint']}`. "
                 "Scores are corpus-level against all references (x100; WER as a fraction).",
                 "", table, ""]
+    sections += [f"{name} is n/a: {hint}." for name, hint in meta.get("unavailable", {}).items()]
     panels = choose_panels(decoded, per_image, cfg.eval.num_panels)
     for name, items in panels.items():
         examples = []
@@ -269,7 +358,7 @@ def compare_runs(run_dirs: list, out_dir: str = "runs/compare"):
         raise CaptioningError("compare: no evaluated runs found (run `make evaluate` first); looked in "
                               + ", ".join(run_dirs))
     metrics = [m for m in TABLE_METRICS if any(m in r for r in rows)]
-    columns = ["run"] + RUN_COLUMNS + ["split", "beam"] + metrics
+    columns = ["run"] + RUN_COLUMNS + ["split", "checkpoint", "beam"] + metrics
     table = format_table(rows, columns)
     os.makedirs(out_dir, exist_ok=True)
     md_path = os.path.join(out_dir, "comparison.md")

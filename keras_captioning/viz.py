@@ -17,18 +17,23 @@ import numpy as np  # noqa: E402
 
 
 def plot_loss_curves(csv_path: str, out_path: str, title: str | None = None) -> str | None:
-    """Draws loss (and val_loss, accuracy) per epoch from a Keras ``CSVLogger`` file."""
+    """Draws loss, accuracy and (when logged) decoded val CIDEr-D / BLEU-4 per epoch from log.csv."""
     with open(csv_path, encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
         return None
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, name, ylabel in ((axes[0], "loss", "masked cross-entropy per token"),
-                             (axes[1], "accuracy", "token accuracy")):
-        for key, style in ((name, "-o"), (f"val_{name}", "--s")):
+    panels = [(("loss", "val_loss"), "masked cross-entropy per token", 1.0),
+              (("accuracy", "val_accuracy"), "token accuracy", 1.0)]
+    decoded = tuple(k for k in ("val_cider_d", "val_bleu_4") if k in rows[0])
+    if decoded:  # the scores the checkpoint is selected on, next to the teacher-forced loss
+        panels.append((decoded, "greedy-decoded val score (x100)", 100.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4))
+    for ax, (keys, ylabel, scale) in zip(axes, panels):
+        for key, style in zip(keys, ("-o", "--s")):
             if key in rows[0]:
-                ax.plot(epochs, [float(r[key]) for r in rows], style, label=key, ms=3)
+                values = [float(r[key]) * scale if r[key] not in ("", "NA") else float("nan") for r in rows]
+                ax.plot(epochs, values, style, label=key, ms=3)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.legend()

@@ -10,6 +10,7 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "keras_captioning"
 # package -> sub-packages it must never import
 FORBIDDEN = {
     "config": {"data", "features", "models", "decoding", "training", "metrics", "evaluate", "cli"},
+    "ranges": {"config", "data", "features", "models", "decoding", "training", "metrics", "evaluate", "cli"},
     "metrics": {"data", "features", "models", "decoding", "training", "evaluate", "cli"},
     "data": {"features", "models", "decoding", "training", "metrics", "evaluate", "cli"},
     "models": {"data", "features", "training", "metrics", "evaluate", "cli"},

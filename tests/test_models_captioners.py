@@ -47,6 +47,8 @@ MODELS = {
     "merge": make_merge,
     "attention-gru": make_attention,
     "attention-lstm-vector": lambda: make_attention(rnn="lstm", attention_vector=True, attention_reg=0.5),
+    "attention-gru-init": lambda: make_attention(init_state="features", dropout=0.3),
+    "attention-lstm-init": lambda: make_attention(rnn="lstm", init_state="features"),
 }
 
 
@@ -204,3 +206,21 @@ def test_loss_logits_at_real_positions_match_full_logits():
     for fn in (masked_ce_sum, masked_accuracy_counts):
         np.testing.assert_allclose(fn(real_targets, real_logits), fn(targets, logits), rtol=1e-6)
     np.testing.assert_allclose(real_penalty, penalty, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_initial_state_from_features(rnn):
+    """init_state="features": h0 (and c0) = tanh(W mean_r encoded_r + b), different per image."""
+    keras.utils.set_random_seed(0)
+    model = make_attention(rnn=rnn, init_state="features")
+    features = make_inputs("attention")["features"]
+    (encoded, _), state = model.init_decode(features)
+    assert len(state) == (2 if rnn == "lstm" else 1)
+    kernel, bias = (w.numpy() for w in model.init_dense.weights)
+    expected = np.tanh(encoded.numpy().mean(axis=1) @ kernel + bias)
+    np.testing.assert_allclose(np.concatenate([s.numpy() for s in state], axis=-1), expected, atol=1e-6)
+    assert not np.allclose(state[0].numpy()[0], state[0].numpy()[1])
+    zeros = make_attention(rnn=rnn)
+    assert zeros.init_dense is None and not np.any(zeros.init_decode(features)[1][0].numpy())
+    with pytest.raises(CaptioningError, match="init_state"):
+        make_attention(init_state="mean")

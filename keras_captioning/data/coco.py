@@ -11,6 +11,7 @@ from keras_captioning.data.records import (
     finalize_records,
     get_field,
     log_skipped,
+    note_skipped,
     read_json,
 )
 
@@ -66,6 +67,7 @@ def load_coco(
             by_id[image_id].captions.append(caption)
         else:
             orphans.append(image_id)
+            note_skipped(captions_json, image_id, None, f"{where}: its image_id is not in 'images'")
     if orphans:
         log_skipped(captions_json, orphans, "annotation(s) whose image_id is not in 'images'")
     return finalize_records(records, captions_json, check_files)

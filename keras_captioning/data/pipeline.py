@@ -53,6 +53,7 @@ def make_train_dataset(
     drop_remainder: bool = False,
     shuffle_buffer: int = 1024,
     cycle_length: int = 4,
+    length_buckets=None,
 ) -> tf.data.Dataset:
     """Batches of ``{"features": float32 (B, R, D) | (B, D), "captions": int32 (B, L)}``.
 
@@ -71,6 +72,13 @@ def make_train_dataset(
         drop_remainder: drop the last partial batch (static batch size).
         shuffle_buffer: elements held by each shuffle buffer.
         cycle_length: shards read concurrently.
+        length_buckets: "all" mode only: increasing caption widths in tokens (e.g.
+            ``(10, 14, 18, 24, 32)``). Within each window the caption rows are grouped by the
+            smallest width that holds them (buckets visited in a seeded random order per
+            window), and each batch is padded to the smallest width holding its longest
+            caption, so the graph sees only these few widths and most recurrent steps run on
+            real tokens. Captions longer than the last width keep the ``max_length`` rule
+            (the last width is raised to it). None pads every batch to ``max_length``.
 
     Captions are ``[<start> ... <end>]`` right-padded with 0.
     """
@@ -86,7 +94,7 @@ def make_train_dataset(
         return _all_captions(
             files, batch_size, decoder, parser, width, feature=feature, shuffle=shuffle, seed=seed,
             drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer, cycle_length=cycle_length,
-            pad_to_width=max_length is not None,
+            pad_to_width=max_length is not None, length_buckets=_bucket_widths(length_buckets, width),
         )
 
     ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length)
@@ -120,7 +128,7 @@ def make_train_dataset(
 
 def _all_captions(
     files, batch_size, decoder, parser, width, *, feature, shuffle, seed, drop_remainder,
-    shuffle_buffer, cycle_length, pad_to_width,
+    shuffle_buffer, cycle_length, pad_to_width, length_buckets=None,
 ) -> tf.data.Dataset:
     """The "all" mode, vectorised: windows of images -> their caption rows -> batches.
 
@@ -136,6 +144,8 @@ def _all_captions(
     """
     window = min(shuffle_buffer, WINDOW_BATCHES * batch_size) if shuffle else WINDOW_BATCHES * batch_size
     window = max(window, batch_size)
+    if length_buckets is not None:
+        widths = tf.constant(length_buckets, tf.int32)
     ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -153,6 +163,14 @@ def _all_captions(
             # Spreads the ~5 captions of one image over different batches.
             noise = tf.random.stateless_uniform(tf.shape(image), seed=tf.stack([draw, tf.constant(0, tf.int64)]))
             order = tf.argsort(noise)
+            image, ids, lengths = tf.gather(image, order), tf.gather(ids, order), tf.gather(lengths, order)
+        if length_buckets is not None:
+            # Group the (shuffled) rows by bucket, buckets in a seeded random order per window;
+            # a stable sort keeps the shuffled order inside a bucket.
+            bucket = tf.searchsorted(widths, lengths, side="left")
+            rank = tf.argsort(tf.random.stateless_uniform(
+                [tf.size(widths)], seed=tf.stack([draw, tf.constant(1, tf.int64)])))
+            order = tf.argsort(tf.gather(rank, bucket), stable=True)
             image, ids, lengths = tf.gather(image, order), tf.gather(ids, order), tf.gather(lengths, order)
         return decoded[feature], image, ids, lengths, tf.constant(False)
 
@@ -190,7 +208,10 @@ def _all_captions(
         def one_batch(start):
             rows = slice(start, start + batch_size)
             captions = ids[rows]
-            if not pad_to_width:
+            if length_buckets is not None:
+                longest = tf.reduce_max(lengths[rows])
+                captions = captions[:, : tf.gather(widths, tf.searchsorted(widths, [longest])[0])]
+            elif not pad_to_width:
                 captions = captions[:, : tf.reduce_max(lengths[rows])]
             return {"features": tf.cast(tf.gather(source, image[rows]), tf.float32), "captions": captions}
 
@@ -200,6 +221,19 @@ def _all_captions(
     if drop_remainder:
         ds = ds.map(lambda batch: {k: tf.ensure_shape(v, [batch_size, *v.shape[1:]]) for k, v in batch.items()})
     return ds.prefetch(AUTOTUNE)
+
+
+def _bucket_widths(length_buckets, width: int):
+    """Validated bucket widths, the last one raised to ``width`` (every caption fits one)."""
+    if length_buckets is None:
+        return None
+    widths = [int(w) for w in length_buckets]
+    if not widths or any(w < 2 for w in widths) or widths != sorted(set(widths)):
+        raise CaptioningError(
+            f"length_buckets: expected increasing widths >= 2 (tokens incl. <start>/<end>), got {length_buckets!r}"
+        )
+    widths = [w for w in widths if w < width] + [width]
+    return tuple(widths)
 
 
 def make_eval_dataset(shard_pattern, batch_size: int, feature: str = "grid") -> tf.data.Dataset:

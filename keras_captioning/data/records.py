@@ -5,11 +5,13 @@ unfiltered ``CaptionRecord`` candidates and hands them to ``finalize_records``, 
 applies the same cleaning rules everywhere: duplicate image ids keep the first entry,
 empty captions are dropped, images left without captions or without an image file are
 skipped. Every skip is counted in one ``logging`` warning per kind, so a 120 000-image
-file does not produce 120 000 log lines.
+file does not produce 120 000 log lines; inside ``collect_skips()`` each skipped record is
+also listed (the features step puts them in its manifest's ``skipped``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +24,27 @@ from keras_captioning.errors import CaptioningError
 logger = logging.getLogger(__name__)
 
 UNSPLIT = "unsplit"  # split name of images whose dataset assigns none
+
+_collectors: list[list[dict]] = []  # the lists of the active collect_skips() blocks
+
+
+@contextlib.contextmanager
+def collect_skips():
+    """Yields a list that receives ``{image_id, path, split, reason}`` for every record the
+    loaders skip while the block runs (split is None: skips happen before splitting)."""
+    items: list[dict] = []
+    _collectors.append(items)
+    try:
+        yield items
+    finally:
+        _collectors.remove(items)
+
+
+def note_skipped(source: str | os.PathLike, image_id: str, path: str | None, reason: str) -> None:
+    """Lists one skipped record in every active :func:`collect_skips` block."""
+    for items in _collectors:
+        items.append({"image_id": str(image_id), "path": path, "split": None,
+                      "reason": f"{reason} ({os.fspath(source)})"})
 
 # What each known JSON layout looks like, used to say "this is a Karpathy file" rather
 # than "missing key 'annotations'" when a file is given to the wrong loader.
@@ -163,6 +186,7 @@ def finalize_records(
     for record in candidates:
         if record.image_id in seen:
             duplicates.append(record.image_id)
+            note_skipped(source, record.image_id, record.image_path, "image id repeats an earlier image; kept the first")
             continue
         seen.add(record.image_id)
         captions = [caption.strip() for caption in record.captions]
@@ -170,9 +194,11 @@ def finalize_records(
         empty_captions += len(captions) - len(cleaned)
         if not cleaned:
             no_captions.append(record.image_id)
+            note_skipped(source, record.image_id, record.image_path, "no captions")
             continue
         if check_files and not os.path.isfile(record.image_path):
             missing_files.append(record.image_path)
+            note_skipped(source, record.image_id, record.image_path, "file not found")
             continue
         kept.append(CaptionRecord(record.image_id, record.image_path, cleaned, record.split))
 

@@ -24,6 +24,7 @@ separate train and eval paths.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -369,6 +370,69 @@ def read_manifest(directory: str | os.PathLike) -> dict:
             "features step with --overwrite"
         )
     return manifest
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_problem(path: str | os.PathLike, stats: dict | None) -> str | None:
+    """Why the shard at ``path`` does not match what its manifest recorded, or None if it does.
+
+    ``stats`` is the shard's ``shard_stats`` entry: its ``bytes`` and ``sha256`` are checked
+    when recorded (manifests written before checksums existed have sizes only, and are
+    size-checked).
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    stats = stats or {}
+    if stats.get("bytes") is not None and size != stats["bytes"]:
+        return f"{size} bytes, the manifest recorded {stats['bytes']} (truncated or extended)"
+    if stats.get("sha256"):
+        try:
+            actual = sha256_file(path)
+        except OSError as err:
+            return f"cannot be read ({err.strerror or err})"
+        if actual != stats["sha256"]:
+            return f"checksum {actual[:12]} differs from the manifest's {stats['sha256'][:12]} (damaged)"
+    return None
+
+
+def damaged_shards(directory: str | os.PathLike, manifest: dict, splits=None) -> list[tuple[str, str]]:
+    """``[(path, reason)]`` for the shards of ``splits`` (default all) that fail :func:`shard_problem`."""
+    stats = manifest.get("shard_stats") or {}
+    bad = []
+    for split, names in (manifest.get("shards") or {}).items():
+        if splits is not None and split not in splits:
+            continue
+        for name in names:
+            path = os.path.join(os.fspath(directory), name)
+            problem = shard_problem(path, stats.get(name))
+            if problem:
+                bad.append((path, problem))
+    return bad
+
+
+def unreadable_record_file(files) -> tuple[str, str] | None:
+    """The first of ``files`` whose records TensorFlow cannot read, with the reason, or None.
+
+    Used after a read error: TensorFlow's DataLossError does not say which file it was reading.
+    """
+    for path in files:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except (tf.errors.OpError, OSError) as err:
+            message = getattr(err, "message", None) or str(err)
+            return path, " ".join(message.split())[:200]
+    return None
 
 
 def _listdir(directory) -> list[str]:

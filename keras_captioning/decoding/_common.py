@@ -105,11 +105,14 @@ def sequential_decode(model, features, max_length, choose):
         tf.zeros([batch], tf.int32),
     )
     has_attention = attention is not None
-    words = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=word.shape).write(0, word)
+    # Fixed-size (B, L[, R]) buffers written with a one-hot step mask rather than growing
+    # TensorArrays: the same values, and the loop then converts to LiteRT builtins (TFLite
+    # lowers tensor lists only with static shapes, so a TensorArray blocks the conversion).
+    at_step = lambda step: tf.equal(tf.range(max_length), step)[None, :]  # noqa: E731  (1, L)
+    words = tf.where(at_step(0), word[:, None], tf.zeros([batch, max_length], tf.int32))
     maps = (
-        tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=attention.shape).write(
-            0, attention
-        )
+        tf.where(at_step(0)[..., None], attention[:, None, :],
+                 tf.zeros([batch, max_length, tf.shape(attention)[-1]], tf.float32))
         if has_attention
         else tf.zeros([])  # placeholder loop variable
     )
@@ -122,24 +125,20 @@ def sequential_decode(model, features, max_length, choose):
         tokens, word, attention, finished, scores, lengths = advance(
             step, logits, attention, finished, scores, lengths
         )
-        words = words.write(step, word)
+        words = tf.where(at_step(step), word[:, None], words)  # (B, L)
         if has_attention:
-            maps = maps.write(step, attention)
+            maps = tf.where(at_step(step)[..., None], attention[:, None, :], maps)  # (B, L, R)
         return step + 1, tokens, state, finished, scores, lengths, words, maps
 
     loop_vars = (tf.constant(1), tokens, state, finished, scores, lengths, words, maps)
-    steps, _, _, _, scores, lengths, words, maps = tf.while_loop(cond, body, loop_vars)
-    pad = max_length - steps  # the loop may stop early once every caption ended
-    out = {
-        "tokens": tf.pad(tf.transpose(words.stack()), [[0, 0], [0, pad]]),  # (B, L)
+    # Steps the loop did not run (every caption ended early) keep their zeros: PAD, no attention.
+    _, _, _, _, scores, lengths, words, maps = tf.while_loop(cond, body, loop_vars)
+    return {
+        "tokens": words,  # (B, L)
         "scores": scores,
         "lengths": lengths,
-        "attention": None,
+        "attention": maps if has_attention else None,  # (B, L, R)
     }
-    if has_attention:
-        maps = tf.transpose(maps.stack(), (1, 0, 2))  # (B, steps, R)
-        out["attention"] = tf.pad(maps, [[0, 0], [0, pad], [0, 0]])  # (B, L, R)
-    return out
 
 
 def to_result(outputs):

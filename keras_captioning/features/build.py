@@ -11,17 +11,29 @@ import os
 
 from keras_captioning.config import ExperimentConfig
 from keras_captioning.data.loaders import load_dataset
+from keras_captioning.data.records import collect_skips
 from keras_captioning.data.splits import select_and_split
 from keras_captioning.data.synthetic import generate_synthetic
-from keras_captioning.data.tfrecords import read_manifest
+from keras_captioning.data.tfrecords import damaged_shards, read_manifest
 from keras_captioning.data.vocab import Vocabulary
 from keras_captioning.errors import CaptioningError
 
 log = logging.getLogger(__name__)
 
 
-def load_records(cfg: ExperimentConfig):
-    """Reads the configured dataset and applies the subset and the by-image split."""
+def load_records(cfg: ExperimentConfig, skipped: list | None = None):
+    """Reads the configured dataset and applies the subset and the by-image split.
+
+    ``skipped``, if given, receives the records the loader skipped (``collect_skips`` entries).
+    """
+    with collect_skips() as found:
+        records = _read_dataset(cfg)
+    if skipped is not None:
+        skipped.extend(found)
+    return select_and_split(records, num_images=cfg.data.num_images, ratios=cfg.data.splits, seed=cfg.data.seed)
+
+
+def _read_dataset(cfg: ExperimentConfig):
     data = cfg.data
     if data.format == "synthetic":
         if not os.path.exists(os.path.join(data.root, "captions.json")):
@@ -36,11 +48,14 @@ def load_records(cfg: ExperimentConfig):
         records = load_dataset(data.format, captions=data.captions, images=images)
     if not records:
         raise CaptioningError(f"{data.captions or data.root}: no usable images with captions")
-    return select_and_split(records, num_images=data.num_images, ratios=data.splits, seed=data.seed)
+    return records
 
 
 def features_complete(out_dir: str) -> bool:
-    """True when a finished manifest (all workers merged) is there.
+    """True when a finished manifest (all workers merged) is there and every shard matches it.
+
+    Each shard's size (and checksum, where the manifest records one) is compared with the
+    manifest, so a truncated, extended or damaged shard is extracted again instead of trusted.
 
     A manifest that is there but unusable (corrupt, or an older shard format) is an error
     that says to rerun with --overwrite, rather than shards the readers would choke on.
@@ -48,8 +63,10 @@ def features_complete(out_dir: str) -> bool:
     if not os.path.exists(os.path.join(out_dir, "manifest.json")):
         return False
     manifest = read_manifest(out_dir)
-    return all(os.path.exists(os.path.join(out_dir, name))
-               for names in manifest.get("shards", {}).values() for name in names)
+    damaged = damaged_shards(out_dir, manifest)
+    for path, problem in damaged:
+        log.warning("%s: %s; it will be extracted again", path, problem)
+    return not damaged
 
 
 def build_features(cfg: ExperimentConfig, overwrite: bool = False, num_workers: int = 1,
@@ -63,7 +80,8 @@ def build_features(cfg: ExperimentConfig, overwrite: bool = False, num_workers: 
         if manifest.get("backbone") == cfg.features.backbone:
             log.info("features already complete in %s (use --overwrite to redo them)", out_dir)
             return manifest
-    records = load_records(cfg)
+    dataset_skipped: list = []
+    records = load_records(cfg, dataset_skipped)
     train_captions = [c for r in records if r.split == "train" for c in r.captions]
     if not train_captions:
         raise CaptioningError("data.splits: the training split is empty; give it a non-zero ratio")
@@ -75,7 +93,7 @@ def build_features(cfg: ExperimentConfig, overwrite: bool = False, num_workers: 
         image_size=cfg.features.image_size, alpha=cfg.features.alpha,
         batch_size=cfg.features.batch_size, shard_size=cfg.features.shard_size,
         dtype=cfg.features.dtype, num_workers=num_workers, worker_index=worker_index,
-        overwrite=overwrite, max_length=cfg.data.max_length,
+        overwrite=overwrite, max_length=cfg.data.max_length, dataset_skipped=dataset_skipped,
         extra_manifest={"experiment": cfg.name, "data": {
             "format": cfg.data.format, "root": cfg.data.root, "captions": cfg.data.captions,
             "num_images": cfg.data.num_images, "splits": cfg.data.splits, "seed": cfg.data.seed,

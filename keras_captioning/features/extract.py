@@ -44,10 +44,13 @@ which removes the stale manifests and stray shards.
                                    truncated_captions, skipped, shards}}  (images/captions written;
                                    "trainable" = with at least one word token)
     shards                        {split: [file names]}
-    skipped, num_skipped          [{image_id, path, split, reason}], their number
+    skipped, num_skipped          [{image_id, path, split, reason}], their number: the dataset's skips
+                                  (duplicate ids, missing files, orphan annotations; split null) first
+    dataset_skipped               the dataset's skips alone
     seconds                       extraction time summed over shards
     config, config_fingerprint    the fingerprinted settings above
-    shard_stats                   {file name: per-shard statistics}; used to resume
+    shard_stats                   {file name: per-shard statistics, with its bytes and sha256};
+                                  used to resume: a finished shard is reused only when both match
     ...                           plus the keys of ``extra_manifest``
 
 Images. A thread pool first checks every image of a shard with PIL: missing, empty (0
@@ -97,6 +100,8 @@ from keras_captioning.data.tfrecords import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     serialize_example,
+    sha256_file,
+    shard_problem,
 )
 from keras_captioning.errors import CaptioningError
 from keras_captioning.features.backbones import (
@@ -106,6 +111,7 @@ from keras_captioning.features.backbones import (
     resolve_image_size,
     resolve_weights,
 )
+from keras_captioning.features.images import decode_image, resize_image
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +131,7 @@ RESERVED_MANIFEST_KEYS = frozenset({
     "dtype", "pooled_dtype", "max_length", "longest_caption", "vocab", "vocab_fingerprint", "vocab_size",
     "shard_size", "num_workers", "counts", "shards", "skipped", "num_skipped", "seconds", "config",
     "config_fingerprint", "plan", "shard_stats", "extra", "worker", "updated", "weights_path",
+    "dataset_skipped",
 })
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 _WORKER_FILE = re.compile(r"^manifest\.worker-(\d+)-of-(\d+)\.json$")
@@ -147,7 +154,8 @@ def extract_features(records, vocab, out_dir, backbone: str = "inception_v3", we
                      image_size: int | None = None, batch_size: int = 32, shard_size: int = 1000,
                      dtype: str = "float16", num_workers: int = 1, worker_index: int = 0,
                      overwrite: bool = False, max_length: int | None = None,
-                     extra_manifest: dict | None = None, alpha: float | None = None) -> dict:
+                     extra_manifest: dict | None = None, alpha: float | None = None,
+                     dataset_skipped: list | None = None) -> dict:
     """Extract features of ``records`` into TFRecord shards in ``out_dir`` (see the module docstring).
 
     Args:
@@ -166,6 +174,8 @@ def extract_features(records, vocab, out_dir, backbone: str = "inception_v3", we
         max_length: caption cap in tokens incl. <start>/<end>; None keeps every token.
         extra_manifest: more top-level manifest keys (e.g. the dataset and its split settings).
         alpha: MobileNet width multiplier.
+        dataset_skipped: records the dataset loader skipped (``records.collect_skips``), listed
+            first in the manifest's ``skipped`` (split null) with the images skipped here.
 
     Returns:
         The final manifest when every shard is done (always with one worker), else this
@@ -219,6 +229,10 @@ def extract_features(records, vocab, out_dir, backbone: str = "inception_v3", we
     done = {}
     for shard in mine:
         if not overwrite and shard.name in known and os.path.isfile(os.path.join(out_dir, shard.name)):
+            problem = shard_problem(os.path.join(out_dir, shard.name), known[shard.name])
+            if problem:  # truncated, extended or damaged since it was written: redo it
+                logger.warning("%s: %s; writing it again", os.path.join(out_dir, shard.name), problem)
+                continue
             done[shard.name] = known[shard.name]
     pending = [s for s in mine if s.name not in done]
     for shard in mine:  # half-written files of an interrupted run of this share
@@ -235,6 +249,7 @@ def extract_features(records, vocab, out_dir, backbone: str = "inception_v3", we
         "weights_path": weights if weights not in (None, "imagenet") else None,
         "plan": plan, "vocab_size": len(vocab), "extra": dict(extra_manifest or {}),
         "grid_shape": None, "grid_hw": None, "shard_stats": dict(done),
+        "dataset_skipped": list(dataset_skipped or []),
     }
     for stats in known.values():  # the grid shape of an earlier run, if we build no model
         worker_manifest["grid_shape"] = stats.get("grid_shape") or worker_manifest["grid_shape"]
@@ -323,7 +338,7 @@ def finalize_manifest(out_dir, config_fingerprint: str | None = None) -> dict:
     config = base["config"]
     grid_shape = base.get("grid_shape") or next(s["grid_shape"] for s in stats.values() if s.get("grid_shape"))
     grid_hw = base.get("grid_hw") or next((s.get("grid_hw") for s in stats.values() if s.get("grid_hw")), None)
-    counts, skipped = {}, []
+    counts, skipped = {}, list(base.get("dataset_skipped") or [])
     for split, names in plan.items():
         split_stats = [stats[name] for name in names]
         counts[split] = {
@@ -364,6 +379,7 @@ def finalize_manifest(out_dir, config_fingerprint: str | None = None) -> dict:
         "shards": plan,
         "skipped": skipped,
         "num_skipped": len(skipped),
+        "dataset_skipped": list(base.get("dataset_skipped") or []),  # kept for re-finalizing
         "seconds": round(sum(s["seconds"] for s in stats.values()), 3),
         "config": config,
         "config_fingerprint": config_fingerprint,
@@ -478,9 +494,9 @@ class _FeatureRunner:
             image = tf.cond(
                 pil,
                 lambda: _pil_decode(path, max_side),
-                lambda: tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False),
+                lambda: decode_image(tf.io.read_file(path)),
             )
-            return index, tf.image.resize(image, (size, size))  # float32 in [0, 255]
+            return index, resize_image(image, size)  # float32 in [0, 255]
 
         ds = tf.data.Dataset.from_tensor_slices(
             (np.asarray(indices, np.int64), np.asarray(paths, dtype=object).astype(str), np.asarray(use_pil, bool))
@@ -536,7 +552,7 @@ def _write_shard(shard: _Shard, out_dir: str, runner: _FeatureRunner, vocab, max
                             skipped.append(_skip(records[i], f"could not be decoded ({_first_line(err)})"))
                     for start in range(0, len(ok), runner.batch_size):
                         chunk = arrays[start:start + runner.batch_size]
-                        images = tf.stack([tf.image.resize(a, (runner.image_size,) * 2) for a in chunk])
+                        images = tf.stack([resize_image(a, runner.image_size) for a in chunk])
                         grids, pooled = runner.run(images)
                         _write_batch(writer, records, np.asarray(ok[start:start + runner.batch_size]),
                                      grids.numpy(), pooled.numpy(), vocab, max_length, stats)
@@ -558,6 +574,7 @@ def _write_shard(shard: _Shard, out_dir: str, runner: _FeatureRunner, vocab, max
     stats["skipped"] = skipped
     stats["seconds"] = round(time.monotonic() - started, 3)
     stats["bytes"] = os.path.getsize(path)
+    stats["sha256"] = sha256_file(path)  # verified before a finished shard is trusted again
     stats["written"] = _now()
     return stats
 

@@ -10,6 +10,9 @@ from keras_captioning.models.caption_model import CaptionModel
 from keras_captioning.models.cnn_encoder import CNNEncoder
 from keras_captioning.models.rnn_decoder import RNNDecoder
 
+#: Values of ``init_state``: the study's zero state, or a state computed from the image.
+INIT_STATES = ("zeros", "features")
+
 # With ``unroll=None`` the time loop is unrolled when the number of steps is static
 # and at most this; else tf.scan.
 MAX_AUTO_UNROLL = 32
@@ -29,7 +32,9 @@ class AttentionCaptioner(CaptionModel):
     short T) or as one ``tf.scan`` (a ``tf.while_loop``); see ``unroll``. The keys
     ``W1 h_s``, the word embeddings and their part of the cell's input projection
     are computed for all steps before the loop, the loop carries only the
-    recurrent state, and the output layers run on all steps at once after it. The initial state is zeros (as in the study).
+    recurrent state, and the output layers run on all steps at once after it. The initial
+    state is zeros (as in the study) or, with ``init_state="features"``, computed from the
+    mean of the encoded regions as in Show, Attend and Tell: ``h_0 (, c_0) = tanh(W mean_r(a_r) + b)``.
 
     Args:
         vocab_size: vocabulary size V.
@@ -40,7 +45,10 @@ class AttentionCaptioner(CaptionModel):
         rnn: ``"gru"`` (study) or ``"lstm"``.
         attention_units: attention size A (study: 512).
         attention_vector: use ``a_t = tanh(W_c [c_t; h_t])`` before the output layers.
-        dropout: dropout rate on word embeddings and before the logits layer.
+        dropout: dropout rate on word embeddings, on the state entering the output layers
+            and before the logits layer.
+        init_state: ``"zeros"`` (study) or ``"features"`` (the decoder's initial state is a
+            tanh layer on the mean encoded region, Show, Attend and Tell's ``f_init``).
         attention_reg: weight lambda of the doubly stochastic attention penalty
             ``lambda * sum_regions (1 - sum_t alpha_t)^2`` (mean over the batch,
             real time steps only); 0 disables it.
@@ -70,6 +78,7 @@ class AttentionCaptioner(CaptionModel):
         attention_vector=False,
         dropout=0.0,
         attention_reg=0.0,
+        init_state="zeros",
         pad_id=0,
         start_id=2,
         end_id=3,
@@ -78,6 +87,8 @@ class AttentionCaptioner(CaptionModel):
     ):
         if attention_reg < 0:
             raise CaptioningError(f"attention_reg: must be >= 0, got {attention_reg}")
+        if init_state not in INIT_STATES:
+            raise CaptioningError(f"init_state: expected one of {INIT_STATES}, got {init_state!r}")
         super().__init__(**kwargs)
 
         # === Layers ===
@@ -92,6 +103,14 @@ class AttentionCaptioner(CaptionModel):
             dropout=dropout,
             name="decoder",
         )
+        # h_0 (and c_0 for an LSTM) from the mean encoded region, one Dense for all of them.
+        num_states = 2 if rnn == "lstm" else 1
+        self.init_dense = (
+            keras.layers.Dense(num_states * units, activation="tanh", kernel_initializer="glorot_uniform",
+                               dtype=self.dtype_policy, name="init_state")
+            if init_state == "features"
+            else None
+        )
 
         # === Model ===
         # A subclassed model: the wiring is in call(). All weights are created
@@ -101,6 +120,8 @@ class AttentionCaptioner(CaptionModel):
         self.encoder.build((None, num_regions, feature_dim))
         self.attention.build(features_shape=(None, num_regions, embedding_dim), hidden_shape=(None, units))
         self.decoder.build(context_shape=(None, embedding_dim))
+        if self.init_dense is not None:
+            self.init_dense.build((None, embedding_dim))
         self.built = True
 
         # === Config ===
@@ -114,6 +135,7 @@ class AttentionCaptioner(CaptionModel):
         self.attention_vector = attention_vector
         self.dropout = dropout
         self.attention_reg = attention_reg
+        self.init_state = init_state
         self.pad_id = pad_id
         self.start_id = start_id
         self.end_id = end_id
@@ -137,6 +159,7 @@ class AttentionCaptioner(CaptionModel):
             "attention_vector": self.attention_vector,
             "dropout": self.dropout,
             "attention_reg": self.attention_reg,
+            "init_state": self.init_state,
             "pad_id": self.pad_id,
             "start_id": self.start_id,
             "end_id": self.end_id,
@@ -176,6 +199,13 @@ class AttentionCaptioner(CaptionModel):
         )  # (B, units)
         return hidden, state, context, weights
 
+    def _initial_state(self, encoded):
+        """The decoder's state before the first word: zeros, or from the mean region (B, R, E)."""
+        if self.init_dense is None:
+            return self.decoder.get_initial_state(ops.shape(encoded)[0])
+        states = self.init_dense(ops.mean(encoded, axis=1))  # (B, S*units)
+        return list(ops.split(states, 2 if self.rnn == "lstm" else 1, axis=-1))  # [h] or [h, c]
+
     def _use_unrolled_loop(self, steps):
         """Unroll the time loop at trace time iff the number of steps is static and small enough."""
         if steps is None:
@@ -201,7 +231,7 @@ class AttentionCaptioner(CaptionModel):
         projected = self.decoder.project_embedded(embedded)  # (B, T, G*units)
 
         batch = ops.shape(embedded)[0]
-        state = self.decoder.get_initial_state(batch)
+        state = self._initial_state(encoded)
         steps = tokens.shape[1]
         step_weights = self._step_weights()
         if self._use_unrolled_loop(steps):
@@ -288,11 +318,12 @@ class AttentionCaptioner(CaptionModel):
 
         Returns:
             ``(context, state)``: context = ``(encoded (B, R, E), keys (B, R, A))``;
-            state = zero initial state, ``[h]`` (GRU) or ``[h, c]`` (LSTM), each (B, units).
+            state = the initial state (``init_state``), ``[h]`` (GRU) or ``[h, c]`` (LSTM),
+            each (B, units).
         """
         encoded = self.encoder(ops.convert_to_tensor(features, "float32"))
         keys = self.attention.project_keys(encoded)
-        return (encoded, keys), self.decoder.get_initial_state(ops.shape(encoded)[0])
+        return (encoded, keys), self._initial_state(encoded)
 
     def decode_step(self, tokens, state, context):
         """One step: previous tokens (B,) -> (logits (B, V) float32, new state, attention (B, R) float32)."""

@@ -31,7 +31,8 @@ class RNNDecoder(keras.layers.Layer):
         units: cell size and size of the Dense before the logits (study: 512).
         rnn: ``"gru"`` (study) or ``"lstm"``.
         attention_vector: use ``a_t = tanh(W_c [c_t; h_t])`` before the output layers.
-        dropout: dropout rate on word embeddings and before the logits layer.
+        dropout: dropout rate on word embeddings, on the state entering the output layers
+            and before the logits layer.
     """
 
     def __init__(
@@ -161,8 +162,15 @@ class RNNDecoder(keras.layers.Layer):
         return h, [h, c]
 
     def output_logits(self, hidden, context, training=False):
-        """(B, [T,] units) states and (B, [T,] C) contexts -> logits (B, [T,] V) float32."""
+        """(B, [T,] units) states and (B, [T,] C) contexts -> logits (B, [T,] V) float32.
+
+        Dropout (when training) on what enters the output layers (``h_t``, and ``c_t`` for the
+        attention vector) and again before the logits layer, as Show, Attend and Tell does
+        before its deep output layer.
+        """
+        hidden = self.dropout_layer(hidden, training=training)
         if self.attention_dense is not None:
+            context = self.dropout_layer(context, training=training)
             hidden = self.attention_dense(ops.concatenate([context, hidden], axis=-1))  # a_t
         hidden = self.hidden_dense(hidden)
         return self.logits_dense(self.dropout_layer(hidden, training=training))

@@ -2,6 +2,9 @@
 
 Checkpoints are whole ``.keras`` files (weights *and* optimizer state), written to a
 temporary name and renamed, so a ``kill -9`` during a save leaves the previous one intact.
+The last checkpoint replaced is kept as ``previous.keras`` (with its ``previous-state.json``)
+until the new one and its state are both written; ``--resume`` takes the newest pair that
+loads and agrees (same optimizer step), so a damaged ``last.keras`` costs one epoch, not the run.
 A non-finite loss stops training and no checkpoint is written after it, so ``last.keras``
 always holds the last good weights.
 """
@@ -18,6 +21,86 @@ import keras
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+LAST, PREVIOUS, PREVIOUS_STATE = "last.keras", "previous.keras", "previous-state.json"
+
+
+def read_checkpoint(path: str, compile: bool = True) -> keras.Model:
+    """Loads a ``.keras`` checkpoint; a missing, truncated or foreign file is a CaptioningError naming it."""
+    import zipfile
+
+    import keras_captioning.models  # noqa: F401  (registers the custom classes)
+    from keras_captioning.errors import CaptioningError
+
+    if not os.path.isfile(path):
+        raise CaptioningError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # Keras says "File not found" for a truncated archive
+        raise CaptioningError(f"{path}: not a complete .keras file ({os.path.getsize(path)} bytes; "
+                              "truncated or damaged)")
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except Exception as err:  # zip, h5 and deserialisation errors all mean "cannot use this file"
+        reason = " ".join(str(err).split())[:200]
+        raise CaptioningError(f"{path}: cannot be loaded as a checkpoint ({type(err).__name__}: "
+                              f"{reason})") from None
+
+
+def has_checkpoint(run_dir: str) -> bool:
+    """True when the run has a checkpoint ``--resume`` could start from."""
+    ckpt = os.path.join(run_dir, "checkpoints")
+    return any(os.path.isfile(os.path.join(ckpt, name)) for name in (LAST, PREVIOUS))
+
+
+def load_resume_point(run_dir: str):
+    """``(model, state)`` of the newest checkpoint that loads and matches its state file.
+
+    Tries ``last.keras`` then ``previous.keras`` against ``state.json`` then
+    ``previous-state.json``; a pair matches when the state's ``optimizer_iterations`` is the
+    model's optimizer step. Raises CaptioningError naming every file tried and why.
+    """
+    from keras_captioning.errors import CaptioningError
+
+    ckpt = os.path.join(run_dir, "checkpoints")
+    states, problems = [], []
+    for path in (os.path.join(run_dir, STATE_FILE), os.path.join(ckpt, PREVIOUS_STATE)):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                states.append(json.load(fh))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as err:
+            problems.append(f"{path}: unreadable ({err})")
+    for name in (LAST, PREVIOUS):
+        path = os.path.join(ckpt, name)
+        if not os.path.exists(path):
+            continue
+        try:
+            model = read_checkpoint(path)
+        except CaptioningError as err:
+            problems.append(str(err))
+            continue
+        step = int(model.optimizer.iterations.numpy())
+        state = next((s for s in states if s.get("optimizer_iterations") == step), None)
+        if state is None:
+            problems.append(f"{path}: no state file records its optimizer step {step}")
+            continue
+        if name != LAST:
+            log.warning("resuming from %s (epoch %d): %s", path, int(state["next_epoch"]), "; ".join(problems))
+        return model, state
+    raise CaptioningError(f"{run_dir}: no usable checkpoint to resume from ({'; '.join(problems) or 'none found'}); "
+                          "train again with --overwrite")
+
+
+def truncate_log(csv_path: str, first_epoch: int) -> None:
+    """Drops log.csv rows of epochs >= ``first_epoch`` (a resume from an older checkpoint reruns them)."""
+    if not os.path.exists(csv_path):
+        return
+    with open(csv_path, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].strip().isdigit()
+                        and int(ln.split(",", 1)[0]) < first_epoch]
+    if len(keep) != len(lines):
+        with open(csv_path, "w", encoding="utf-8") as fh:
+            fh.writelines(keep)
 
 
 def atomic_save_model(model: keras.Model, path: str) -> None:
@@ -64,27 +147,48 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Writes ``checkpoints/last.keras`` every epoch and ``best.keras`` on a new best val_loss.
+    """Writes ``checkpoints/last.keras`` every epoch and ``best.keras`` on a new best ``monitor``.
 
-    ``state.json`` records the next epoch to run, the best val_loss so far and the global
-    step, so ``--resume`` restarts at the right epoch with the right data order.
+    ``monitor`` is a key of the epoch logs (``val_cider_d`` from ``DecodedValidation``, or
+    ``val_loss``) and ``mode`` says whether larger ("max") or smaller ("min") is better. When the
+    selection is not ``val_loss``, ``best-val_loss.keras`` keeps the lowest-val_loss weights too
+    (what the study's selection would have kept), so both can be evaluated from one run.
+
+    ``state.json`` records the next epoch to run, the best value so far, the optimizer step and
+    the schedule's counters (``schedule``, a ``MetricSchedule``), so ``--resume`` restarts at the
+    right epoch with the right data order and the same plateau / early-stopping state.
     """
 
-    def __init__(self, run_dir: str, nan_guard: NaNGuard | None = None, best: float = math.inf):
+    def __init__(self, run_dir: str, nan_guard: NaNGuard | None = None, best: float | None = None,
+                 monitor: str = "val_loss", mode: str = "min", schedule=None, best_val_loss: float | None = None):
         super().__init__()
         self.run_dir = run_dir
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         self.nan_guard = nan_guard
+        self.monitor = monitor
+        self.mode = mode
         self.best = best
+        self.best_val_loss = best_val_loss
+        self.schedule = schedule
         os.makedirs(self.ckpt_dir, exist_ok=True)
+
+    def _better(self, value, best, mode) -> bool:
+        if value is None or not math.isfinite(float(value)):
+            return False
+        if best is None:
+            return True
+        return float(value) > best if mode == "max" else float(value) < best
 
     def save_state(self, next_epoch: int, interrupted: bool = False) -> None:
         write_json_atomic(
             os.path.join(self.run_dir, STATE_FILE),
             {
                 "next_epoch": next_epoch,
-                "best_val_loss": None if math.isinf(self.best) else self.best,
+                "select_on": self.monitor,
+                "best": self.best,
+                "best_val_loss": self.best_val_loss,
                 "optimizer_iterations": int(self.model.optimizer.iterations.numpy()),
+                "schedule": self.schedule.state() if self.schedule is not None else None,
                 "interrupted": interrupted,
             },
         )
@@ -95,19 +199,43 @@ class RunCheckpoint(keras.callbacks.Callback):
             return  # never overwrite the last good checkpoint with non-finite weights
         if not all(math.isfinite(float(v)) for k, v in logs.items() if "loss" in k):
             return
-        val_loss = logs.get("val_loss")
-        if val_loss is not None and float(val_loss) < self.best:
-            self.best = float(val_loss)
+        if self._better(logs.get(self.monitor), self.best, self.mode):
+            self.best = float(logs[self.monitor])
             atomic_save_model(self.model, os.path.join(self.ckpt_dir, "best.keras"))
-        atomic_save_model(self.model, os.path.join(self.ckpt_dir, "last.keras"))
-        self.save_state(epoch + 1)
+        val_loss = logs.get("val_loss")
+        if self._better(val_loss, self.best_val_loss, "min"):
+            self.best_val_loss = float(val_loss)
+            if self.monitor != "val_loss":
+                atomic_save_model(self.model, os.path.join(self.ckpt_dir, "best-val_loss.keras"))
+        self.save_last(epoch + 1)
 
     def save_interrupted(self, epoch: int) -> None:
         """Ctrl-C mid-epoch: keep the current weights; ``--resume`` reruns that epoch."""
         if self.nan_guard is not None and self.nan_guard.triggered:
             return
-        atomic_save_model(self.model, os.path.join(self.ckpt_dir, "last.keras"))
-        self.save_state(epoch, interrupted=True)
+        self.save_last(epoch, interrupted=True)
+
+    def save_last(self, next_epoch: int, interrupted: bool = False) -> None:
+        """Writes ``last.keras`` and ``state.json``, keeping the pair they replace as the fallback.
+
+        The new checkpoint is complete (temporary file) before anything is renamed; if the
+        process dies between the renames, ``load_resume_point`` pairs files by optimizer step.
+        """
+        last = os.path.join(self.ckpt_dir, LAST)
+        state = os.path.join(self.run_dir, STATE_FILE)
+        tmp = f"{last[:-len('.keras')]}.tmp-{os.getpid()}.keras"
+        self.model.save(tmp)
+        if os.path.exists(last) and os.path.exists(state):
+            try:
+                with open(state, encoding="utf-8") as fh:
+                    previous_state = json.load(fh)
+            except (OSError, ValueError):
+                previous_state = None  # an unreadable state cannot vouch for the old checkpoint
+            if previous_state is not None:
+                os.replace(last, os.path.join(self.ckpt_dir, PREVIOUS))
+                write_json_atomic(os.path.join(self.ckpt_dir, PREVIOUS_STATE), previous_state)
+        os.replace(tmp, last)
+        self.save_state(next_epoch, interrupted=interrupted)
 
 
 class ScalarSummaries(keras.callbacks.Callback):

@@ -6,9 +6,14 @@ A run directory holds everything needed to resume, evaluate and caption:
     config.yaml         the resolved experiment config
     vocab.json          the vocabulary the model was trained with
     manifest.json       the feature manifest it trained on
-    checkpoints/        last.keras (every epoch, with optimizer state), best.keras (val_loss)
-    state.json          next epoch to run, best val_loss, optimizer step
-    log.csv             one row per epoch (loss, accuracy, perplexity, val_*)
+    checkpoints/        last.keras (every epoch, with optimizer state), best.keras (on
+                        train.select_on: decoded val CIDEr-D by default), best-val_loss.keras,
+                        previous.keras + previous-state.json (the checkpoint before last.keras:
+                        --resume falls back to it when last.keras is damaged)
+    state.json          next epoch to run, best selection value and val_loss, optimizer step,
+                        the plateau / early-stopping counters
+    log.csv             one row per epoch (loss, accuracy, perplexity, val_*, val_cider_d,
+                        val_bleu_4, learning_rate)
     tensorboard/        TensorBoard event files
     loss.png            the loss curves
 
@@ -102,7 +107,7 @@ def build_model(cfg: ExperimentConfig, vocab_size: int, grid_shape, special_ids:
         vocab_size=vocab_size, feature_dim=feature_dim, num_regions=num_regions,
         embedding_dim=m.embedding_dim, units=m.units, rnn=m.rnn,
         attention_units=m.attention_units, attention_vector=m.attention_vector,
-        dropout=m.dropout, attention_reg=m.attention_reg, **special_ids,
+        dropout=m.dropout, attention_reg=m.attention_reg, init_state=m.init_state, **special_ids,
     )
 
 
@@ -119,8 +124,9 @@ def _strategy(name: str):
 def _epoch_datasets(cfg: ExperimentConfig, feature: str, first_epoch: int, steps: int, max_length: int):
     """One stream of ``steps`` batches per epoch, epoch ``e`` shuffled with seed+e.
 
-    Every batch is padded to ``max_length`` (the longest stored caption, as the study padded to
-    its longest caption): one shape means one traced graph, where per-batch lengths would retrace.
+    Without ``train.length_buckets`` every batch is padded to ``max_length`` (the longest stored
+    caption, as the study padded to its longest caption): one shape means one traced graph. With
+    buckets, each batch is padded to the smallest bucket width holding it: a few traced widths.
     """
     from keras_captioning.data.pipeline import make_train_dataset
 
@@ -130,17 +136,45 @@ def _epoch_datasets(cfg: ExperimentConfig, feature: str, first_epoch: int, steps
         part = make_train_dataset(
             pattern, cfg.train.batch_size, feature=feature, caption_mode=cfg.train.caption_mode,
             shuffle=True, seed=cfg.train.seed + epoch, shuffle_buffer=cfg.train.shuffle_buffer,
-            max_length=max_length,
+            max_length=max_length, length_buckets=cfg.train.length_buckets,
         ).take(steps)
         ds = part if ds is None else ds.concatenate(part)
     return ds
 
 
+def open_run_dir(run_dir: str, resume: bool, overwrite: bool) -> dict | None:
+    """The one rule for an existing run folder, for every training stage.
+
+    Returns its ``run.json`` info when the run is to be resumed, else None (the folder is then
+    absent or removed). A run that died before its first checkpoint holds nothing to keep or
+    continue: ``train`` and ``train --resume`` both start it again. A finished or interrupted
+    run is continued only with ``resume`` and replaced only with ``overwrite``.
+    """
+    from keras_captioning.training import callbacks as cb
+
+    if os.path.exists(os.path.join(run_dir, "run.json")) and not cb.has_checkpoint(run_dir):
+        log.warning("%s: the run stopped before its first checkpoint; starting it again from epoch 1", run_dir)
+        shutil.rmtree(run_dir)
+        return None
+    if resume:
+        return check_run_dir(run_dir)
+    if os.path.exists(os.path.join(run_dir, "run.json")):
+        if not overwrite:
+            raise CaptioningError(f"{run_dir}: a run is already there; pass --resume to continue it "
+                                  "or --overwrite to start again")
+        shutil.rmtree(run_dir)
+    return None
+
+
 def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> str:
     """Trains ``cfg``'s model and returns the run directory."""
+    if cfg.train.objective == "scst":  # fine-tunes train.init_from's best.keras: training/scst_stage.py
+        from keras_captioning.training.scst_stage import train_scst
+
+        return train_scst(cfg, resume=resume, overwrite=overwrite)
     import keras
 
-    from keras_captioning.data.pipeline import count_examples, make_train_dataset
+    from keras_captioning.data.pipeline import count_examples, make_eval_dataset, make_train_dataset
     from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.features.build import build_features
     from keras_captioning.training import callbacks as cb
@@ -148,19 +182,11 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
 
     run_dir = cfg.run_dir
     state = None
-    if resume:
-        info = check_run_dir(run_dir)
-        if info.get("model_type") != cfg.model.type:
-            raise CaptioningError(f"{run_dir}: holds a '{info.get('model_type')}' model, not "
-                                  f"model.type='{cfg.model.type}'")
-        state = cb.read_state(run_dir)
-        if state is None or not os.path.exists(os.path.join(run_dir, "checkpoints", "last.keras")):
-            raise CaptioningError(f"{run_dir}: no checkpoint to resume from; train without --resume")
-    elif os.path.exists(os.path.join(run_dir, "run.json")):
-        if not overwrite:
-            raise CaptioningError(f"{run_dir}: a run is already there; pass --resume to continue it "
-                                  "or --overwrite to start again")
-        shutil.rmtree(run_dir)
+    info = open_run_dir(run_dir, resume, overwrite)
+    resume = info is not None
+    if resume and info.get("model_type") != cfg.model.type:
+        raise CaptioningError(f"{run_dir}: holds a '{info.get('model_type')}' model, not "
+                              f"model.type='{cfg.model.type}'")
 
     # The policy must be set before any layer is built.
     policy = set_policy(cfg.train.mixed_precision)
@@ -174,12 +200,6 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
     if n_train == 0:
         raise CaptioningError(f"{cfg.features_dir}: the train split has no captioned images")
     steps = cfg.train.steps_per_epoch or math.ceil(n_train / cfg.train.batch_size)
-    first_epoch = int(state["next_epoch"]) if state else 0
-    if first_epoch >= cfg.train.epochs:
-        log.info("%s: already trained for %d epochs (train.epochs=%d); nothing to do",
-                 run_dir, first_epoch, cfg.train.epochs)
-        return run_dir
-
     os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
     save_config(cfg, os.path.join(run_dir, "config.yaml"))
     vocab.save(os.path.join(run_dir, "vocab.json"))
@@ -195,11 +215,9 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
     keras.utils.set_random_seed(cfg.train.seed)
     strategy = _strategy(cfg.train.strategy)
     with strategy.scope():
-        if state:
-            import keras_captioning.models  # noqa: F401  (registers the classes load_model needs)
-
-            model = keras.saving.load_model(os.path.join(run_dir, "checkpoints", "last.keras"))
-            log.info("resumed %s at epoch %d (optimizer step %d)", run_dir, first_epoch,
+        if resume:
+            model, state = cb.load_resume_point(run_dir)  # last.keras, else the one before it
+            log.info("resumed %s at epoch %d (optimizer step %d)", run_dir, int(state["next_epoch"]),
                      int(model.optimizer.iterations.numpy()))
         else:
             model = build_model(cfg, len(vocab), manifest["grid_shape"], {
@@ -208,6 +226,14 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
                 optimizer=keras.optimizers.Adam(cfg.train.learning_rate, clipnorm=cfg.train.clipnorm),
                 jit_compile=cfg.train.jit_compile,
             )
+
+    first_epoch = int(state["next_epoch"]) if state else 0
+    if first_epoch >= cfg.train.epochs:
+        log.info("%s: already trained for %d epochs (train.epochs=%d); nothing to do",
+                 run_dir, first_epoch, cfg.train.epochs)
+        return run_dir
+    if state:
+        cb.truncate_log(os.path.join(run_dir, "log.csv"), first_epoch)  # epochs about to be rerun
 
     max_length = int(manifest.get("longest_caption") or cfg.data.max_length or 0) or None
     train_ds = _epoch_datasets(cfg, feature, first_epoch, steps, max_length)
@@ -221,18 +247,34 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
                                     feature=feature, caption_mode="all", shuffle=False,
                                     max_length=max_length).repeat()
 
+    from keras_captioning.training.selection import DecodedValidation, MetricSchedule, monitor_for
+
+    monitor, mode = monitor_for(cfg.train.select_on)
+    selection = []
+    if val_ds is None:
+        log.warning("%s: no val split; best.keras is not selected (last.keras is every epoch's)",
+                    cfg.features_dir)
+    elif monitor != "val_loss":
+        selection.append(DecodedValidation(
+            make_eval_dataset(_shard_pattern(cfg.features_dir, "val"), cfg.eval.batch_size, feature=feature),
+            vocab, max_length=cfg.eval.max_length, max_images=cfg.train.val_decode_images))
+    schedule = MetricSchedule(
+        monitor, mode, lr_factor=cfg.train.lr_decay_factor,
+        lr_patience=cfg.train.lr_patience if cfg.train.lr_schedule == "plateau" else None,
+        min_lr=cfg.train.min_learning_rate,
+        stop_patience=cfg.train.early_stopping_patience if val_ds is not None else None)
+    schedule.load_state((state or {}).get("schedule"))
     nan_guard = cb.NaNGuard()
-    best = state.get("best_val_loss") if state else None
-    ckpt = cb.RunCheckpoint(run_dir, nan_guard, best=best if best is not None else math.inf)
+    ckpt = cb.RunCheckpoint(run_dir, nan_guard, best=(state or {}).get("best"), monitor=monitor, mode=mode,
+                            schedule=schedule, best_val_loss=(state or {}).get("best_val_loss"))
     tracker = cb.EpochTracker(first_epoch)
-    callbacks = [tracker, nan_guard, ckpt,
+    # Order matters: the decoded scores and the schedule write into the epoch's logs before
+    # the checkpoint, log.csv and TensorBoard read them.
+    callbacks = [tracker, nan_guard, *selection, schedule, ckpt,
                  keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=bool(state)),
                  cb.ScalarSummaries(os.path.join(run_dir, "tensorboard"))]
     if cfg.train.terminate_on_nan:
         callbacks.append(keras.callbacks.TerminateOnNaN())
-    if cfg.train.early_stopping_patience and val_ds is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.train.early_stopping_patience))
 
     log.info("training %s: %d examples, %d steps/epoch, epochs %d..%d, policy %s, strategy %s",
              cfg.model.type, n_train, steps, first_epoch + 1, cfg.train.epochs, policy,
@@ -246,12 +288,37 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
         ckpt.save_interrupted(tracker.epoch)
         log.warning("interrupted: checkpoint saved in %s; continue with --resume", run_dir)
         raise
+    except Exception as err:
+        raise _shard_read_error(err, cfg.features_dir, run_dir) from None
     finally:
         _draw_curves(run_dir)
     if nan_guard.triggered:
         raise CaptioningError(f"{run_dir}: training stopped on a non-finite loss; the last good "
                               "checkpoint is checkpoints/last.keras")
     return run_dir
+
+
+def _shard_read_error(err: Exception, features_dir: str, run_dir: str) -> Exception:
+    """A CaptioningError naming the shard behind a TensorFlow read error, else ``err`` itself.
+
+    TensorFlow's DataLossError says "corrupted record at 1234" but not in which file, so the
+    shards are read once more, one by one, to find it.
+    """
+    import glob
+
+    import tensorflow as tf
+
+    from keras_captioning.data.tfrecords import unreadable_record_file
+
+    if not isinstance(err, tf.errors.OpError):
+        return err
+    files = sorted(glob.glob(_shard_pattern(features_dir, "*")))
+    found = unreadable_record_file(files)
+    if found is None:
+        return err
+    path, reason = found
+    return CaptioningError(f"{path}: damaged feature shard ({reason}); extract the features again "
+                           f"(features --overwrite), then train with --resume (checkpoints in {run_dir} are kept)")
 
 
 def _draw_curves(run_dir: str) -> None:

@@ -1,0 +1,75 @@
+"""Length buckets: every caption once per epoch, only the configured widths, seeded and exact."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_captioning.data.pipeline import count_examples, make_train_dataset
+from keras_captioning.data.records import CaptionRecord
+from keras_captioning.data.vocab import Vocabulary
+from keras_captioning.errors import CaptioningError
+from keras_captioning.features.extract import extract_features
+
+WORDS = "a dog runs on the green grass near big red ball in park".split()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("buckets")
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(24):
+        path = str(root / f"{i}.png")
+        Image.new("RGB", (16, 16), (10 * i, 80, 200 - 5 * i)).save(path)
+        captions = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 15)))) for _ in range(5)]
+        records.append(CaptionRecord(str(i), path, captions, "train"))
+    vocab = Vocabulary.build([c for r in records for c in r.captions])
+    out = str(root / "features")
+    manifest = extract_features(records, vocab, out, backbone="patches", weights=None, shard_size=7)
+    return os.path.join(out, "train-*-of-*.tfrecord"), manifest
+
+
+def _rows(batches):
+    width = max(b.shape[1] for b in batches)
+    return [tuple(np.pad(b, ((0, 0), (0, width - b.shape[1])))[i]) for b in batches for i in range(len(b))]
+
+
+def test_every_caption_once_per_epoch_with_bucket_widths_only(shards):
+    pattern, manifest = shards
+    widths = (5, 8, 11)
+    reference = sorted(_rows([b["captions"].numpy() for b in make_train_dataset(pattern, 8, shuffle=False)]))
+    dataset = make_train_dataset(pattern, 8, seed=3, shuffle_buffer=16, length_buckets=widths)
+    seen_widths, epochs = set(), []
+    for _ in range(2):
+        batches = [b["captions"].numpy() for b in dataset]
+        seen_widths |= {b.shape[1] for b in batches}
+        # padded to the smallest bucket width that holds the batch's longest caption
+        for b in batches:
+            longest = int((b != 0).sum(axis=1).max())
+            assert b.shape[1] == min(w for w in (*widths, 16) if w >= longest)
+        epochs.append(_rows(batches))
+        assert sorted(epochs[-1]) == reference  # each caption exactly once
+    assert len(reference) == count_examples(manifest, "train", "all")
+    assert seen_widths <= {5, 8, 11, manifest["longest_caption"]}
+    assert epochs[0] != epochs[1]  # reshuffled each epoch
+
+
+def test_buckets_cut_padding_and_are_seeded(shards):
+    pattern, _ = shards
+    def padded(ds):
+        return sum(int(b["captions"].shape[0] * b["captions"].shape[1]) for b in ds)
+    plain = make_train_dataset(pattern, 8, seed=1, max_length=None)
+    bucketed = make_train_dataset(pattern, 8, seed=1, length_buckets=(5, 8, 11))
+    assert padded(bucketed) < padded(plain)
+    first = [b["captions"].numpy().tolist() for b in make_train_dataset(pattern, 8, seed=4, length_buckets=(5, 8))]
+    again = [b["captions"].numpy().tolist() for b in make_train_dataset(pattern, 8, seed=4, length_buckets=(5, 8))]
+    assert first == again
+
+
+@pytest.mark.parametrize("bad", [(), (8, 5), (1, 4), (4, 4)])
+def test_bad_widths_are_refused(shards, bad):
+    pattern, _ = shards
+    with pytest.raises(CaptioningError, match="length_buckets"):
+        make_train_dataset(pattern, 8, length_buckets=bad)
