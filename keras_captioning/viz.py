@@ -28,8 +28,12 @@ def plot_loss_curves(csv_path: str, out_path: str, title: str | None = None) -> 
     decoded = tuple(k for k in ("val_cider_d", "val_bleu_4") if k in rows[0])
     if decoded:  # the scores the checkpoint is selected on, next to the teacher-forced loss
         panels.append((decoded, "greedy-decoded val score (x100)", 100.0))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4))
-    for ax, (keys, ylabel, scale) in zip(axes, panels):
+    # Only panels with a logged curve (an SCST log has no accuracy, and no val_loss).
+    panels = [p for p in panels if any(k in rows[0] for k in p[0])]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
+    for ax, (keys, ylabel, scale) in zip(axes[0], panels):
         for key, style in zip(keys, ("-o", "--s")):
             if key in rows[0]:
                 values = [float(r[key]) * scale if r[key] not in ("", "NA") else float("nan") for r in rows]

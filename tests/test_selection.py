@@ -124,3 +124,16 @@ def test_flickr8k_configs_switch_the_recipe_on(name):
         assert float(penalty) > 0
     else:
         assert cfg.model.merge_dropout > 0 and model.dropout == cfg.model.merge_dropout
+
+
+def test_loss_plot_draws_only_logged_curves(tmp_path, recwarn):
+    """An SCST-style log (no accuracy, no val_loss) gives a plot without empty panels."""
+    from keras_captioning.viz import plot_loss_curves
+
+    log_csv = tmp_path / "log.csv"
+    log_csv.write_text("epoch,loss,val_cider_d\n0,2.5,0.31\n1,2.4,0.35\n")
+    assert plot_loss_curves(str(log_csv), str(tmp_path / "loss.png")) == str(tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+    (tmp_path / "empty.csv").write_text("epoch,learning_rate\n0,0.1\n")
+    assert plot_loss_curves(str(tmp_path / "empty.csv"), str(tmp_path / "none.png")) is None
