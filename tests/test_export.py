@@ -17,6 +17,10 @@ from keras_captioning.export.saved_model import export_saved_model
 from keras_captioning.training.trainer import train
 from tests.helpers import smoke_config
 
+# Two trained smoke runs, exported four ways and reloaded in subprocesses: about a minute on
+# 2 cores, so these run with the slow tests (CI runs those too).
+pytestmark = pytest.mark.slow
+
 MAX_LENGTH = 10
 BEAMS = (1, 3)
 

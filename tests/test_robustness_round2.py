@@ -233,6 +233,7 @@ def test_run_that_died_before_its_first_checkpoint_starts_again(root, tmp_path, 
 # ----------------------------------------------------------------------------- reports
 
 
+@pytest.mark.slow  # four evaluations of one run (~40 s)
 def test_each_evaluation_setting_keeps_its_own_report(root, tmp_path):
     from keras_captioning.evaluate import evaluate_run
 
