@@ -87,15 +87,12 @@ def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam
             out.extend(_decode_batch(model, vocab, batch, beam, max_length, length_penalty))
             log.info("decoded %d images of %s", len(out), split)
     except Exception as err:
-        import tensorflow as tf
+        from keras_captioning.data.tfrecords import shard_read_error
 
-        from keras_captioning.data.tfrecords import unreadable_record_file
-
-        found = unreadable_record_file(sorted(glob.glob(pattern))) if isinstance(err, tf.errors.OpError) else None
-        if found is None:
+        named = shard_read_error(err, sorted(glob.glob(pattern)), "extract the features again (features --overwrite)")
+        if named is err:
             raise
-        raise CaptioningError(f"{found[0]}: damaged feature shard ({found[1]}); extract the features "
-                              "again (features --overwrite)") from None
+        raise named from None
     return out
 
 

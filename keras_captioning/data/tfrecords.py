@@ -420,6 +420,18 @@ def damaged_shards(directory: str | os.PathLike, manifest: dict, splits=None) ->
     return bad
 
 
+def shard_read_error(err: Exception, files, advice: str) -> Exception:
+    """A CaptioningError naming the shard behind a TensorFlow read error, else ``err`` itself.
+
+    TensorFlow's DataLossError says "corrupted record at 1234" but not in which file, so the
+    shards are read once more, one by one, to find it; ``advice`` ends the message.
+    """
+    found = unreadable_record_file(files) if isinstance(err, tf.errors.OpError) else None
+    if found is None:
+        return err
+    return CaptioningError(f"{found[0]}: damaged feature shard ({found[1]}); {advice}")
+
+
 def unreadable_record_file(files) -> tuple[str, str] | None:
     """The first of ``files`` whose records TensorFlow cannot read, with the reason, or None.
 

@@ -146,6 +146,12 @@ class NaNGuard(keras.callbacks.Callback):
             )
 
 
+def _improved(value, best, mode) -> bool:
+    from keras_captioning.training.selection import improved
+
+    return value is not None and improved(float(value), best, mode)
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """Writes ``checkpoints/last.keras`` every epoch and ``best.keras`` on a new best ``monitor``.
 
@@ -172,13 +178,6 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.schedule = schedule
         os.makedirs(self.ckpt_dir, exist_ok=True)
 
-    def _better(self, value, best, mode) -> bool:
-        if value is None or not math.isfinite(float(value)):
-            return False
-        if best is None:
-            return True
-        return float(value) > best if mode == "max" else float(value) < best
-
     def save_state(self, next_epoch: int, interrupted: bool = False) -> None:
         write_json_atomic(
             os.path.join(self.run_dir, STATE_FILE),
@@ -199,11 +198,11 @@ class RunCheckpoint(keras.callbacks.Callback):
             return  # never overwrite the last good checkpoint with non-finite weights
         if not all(math.isfinite(float(v)) for k, v in logs.items() if "loss" in k):
             return
-        if self._better(logs.get(self.monitor), self.best, self.mode):
+        if _improved(logs.get(self.monitor), self.best, self.mode):
             self.best = float(logs[self.monitor])
             atomic_save_model(self.model, os.path.join(self.ckpt_dir, "best.keras"))
         val_loss = logs.get("val_loss")
-        if self._better(val_loss, self.best_val_loss, "min"):
+        if _improved(val_loss, self.best_val_loss, "min"):
             self.best_val_loss = float(val_loss)
             if self.monitor != "val_loss":
                 atomic_save_model(self.model, os.path.join(self.ckpt_dir, "best-val_loss.keras"))

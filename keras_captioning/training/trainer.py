@@ -299,26 +299,14 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
 
 
 def _shard_read_error(err: Exception, features_dir: str, run_dir: str) -> Exception:
-    """A CaptioningError naming the shard behind a TensorFlow read error, else ``err`` itself.
-
-    TensorFlow's DataLossError says "corrupted record at 1234" but not in which file, so the
-    shards are read once more, one by one, to find it.
-    """
+    """``err`` as a CaptioningError naming the damaged shard when it is a read error."""
     import glob
 
-    import tensorflow as tf
+    from keras_captioning.data.tfrecords import shard_read_error
 
-    from keras_captioning.data.tfrecords import unreadable_record_file
-
-    if not isinstance(err, tf.errors.OpError):
-        return err
-    files = sorted(glob.glob(_shard_pattern(features_dir, "*")))
-    found = unreadable_record_file(files)
-    if found is None:
-        return err
-    path, reason = found
-    return CaptioningError(f"{path}: damaged feature shard ({reason}); extract the features again "
-                           f"(features --overwrite), then train with --resume (checkpoints in {run_dir} are kept)")
+    return shard_read_error(err, sorted(glob.glob(_shard_pattern(features_dir, "*"))),
+                            "extract the features again (features --overwrite), then train with "
+                            f"--resume (checkpoints in {run_dir} are kept)")
 
 
 def _draw_curves(run_dir: str) -> None:
