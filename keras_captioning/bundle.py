@@ -24,7 +24,6 @@ Nothing in the folder refers to the machine that wrote it: copy it anywhere and
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ import tempfile
 
 from keras_captioning import __version__
 from keras_captioning.errors import CaptioningError
+from keras_captioning.utils import utc_now
 
 BUNDLE_FORMAT = "keras_captioning.bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -48,6 +48,8 @@ PREPROCESSING = {
 
 def save_bundle(captioner, out_dir: str) -> str:
     """Writes ``captioner`` into ``out_dir`` (created; replaced atomically if it exists)."""
+    from keras_captioning.models.registry import model_type_for_feature
+
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".bundle-", dir=parent)
@@ -63,8 +65,8 @@ def save_bundle(captioner, out_dir: str) -> str:
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,
             "package_version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "model_type": "merge" if captioner.feature == "pooled" else "attention",
+            "created": utc_now(),
+            "model_type": model_type_for_feature(captioner.feature).name,
             "feature": captioner.feature,
             "backbone": {"name": captioner.backbone_name, "image_size": captioner.image_size,
                          "alpha": captioner.alpha, "weights": weights_file},

@@ -9,7 +9,6 @@ decoders. ``save(dir)`` / ``load(dir)`` move it to another machine (``bundle.py`
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ import time
 import numpy as np
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.utils import first_line as _first_line
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ class Captioner:
 
     @property
     def has_attention(self) -> bool:
-        return self.feature == "grid"
+        from keras_captioning.models.registry import model_type_for_feature
+
+        return model_type_for_feature(self.feature).has_attention
 
     @classmethod
     def from_run(cls, run_dir: str, checkpoint: str = "best", weights: str | None = None) -> Captioner:
@@ -66,40 +68,19 @@ class Captioner:
         ``weights`` overrides where the backbone's weights come from (e.g. a local ImageNet
         file when the run recorded "imagenet" and this machine is offline).
         """
-        from keras_captioning.data.vocab import Vocabulary
         from keras_captioning.evaluate import load_model
-        from keras_captioning.features.backbones import build_backbone
-        from keras_captioning.features.extract import RANDOM_BACKBONE_FILE
-        from keras_captioning.training.trainer import check_run_dir, load_run_config
+        from keras_captioning.models.registry import model_type
+        from keras_captioning.run_directory import RunDirectory
 
-        info = check_run_dir(run_dir)
-        cfg = load_run_config(run_dir)
-        with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as fh:
-            manifest = json.load(fh)
-        vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+        run = RunDirectory(run_dir)
+        info = run.info()
+        cfg = run.config()
+        manifest = run.manifest()
+        vocab = run.vocab()
         size = int(manifest["image_size"])
-        recorded = manifest.get("weights", cfg.features.weights)
-        random_file = os.path.join(info["features_dir"], RANDOM_BACKBONE_FILE)
-        if weights is None:
-            if recorded in ("none", None):
-                weights = "none"
-            elif recorded == "imagenet":
-                weights = "imagenet"
-            else:
-                weights = manifest.get("weights_path") or cfg.features.weights
-        backbone = build_backbone(manifest["backbone"], weights=weights, image_size=size,
-                                  alpha=manifest.get("alpha"))
-        if weights == "none" and backbone.weights:
-            if not os.path.exists(random_file):
-                raise CaptioningError(
-                    f"{random_file}: the run's features used a randomly initialised "
-                    f"{manifest['backbone']} whose weights were not kept; captions of new images "
-                    "would use different random features. Re-extract the features, or use a "
-                    "pretrained or 'patches' backbone"
-                )
-            backbone.load_weights(random_file)
+        backbone = _rebuild_encoder(run, info, manifest, weights)
         model = load_model(run_dir, checkpoint)
-        return cls(model, backbone, vocab, size, "pooled" if cfg.model.type == "merge" else "grid",
+        return cls(model, backbone, vocab, size, model_type(cfg.model.type).feature,
                    max_length=cfg.eval.max_length, beam=cfg.eval.beam, length_penalty=cfg.eval.length_penalty,
                    backbone_name=manifest["backbone"], alpha=manifest.get("alpha"),
                    info={"source": {"run": os.path.basename(os.path.abspath(run_dir)), "checkpoint": checkpoint},
@@ -130,25 +111,10 @@ class Captioner:
         """
         import tensorflow as tf
 
-        from keras_captioning.features.extract import check_image, load_image_pil
-        from keras_captioning.features.images import decode_image, resize_image
+        from keras_captioning.features.images import decode_image, read_image, resize_image
 
         if isinstance(item, (str, os.PathLike)):
-            path = os.fspath(item)
-            check = check_image(path)
-            if not check.ok:
-                raise CaptioningError(f"{path}: {check.reason}")
-            array = None
-            if not check.use_pil:
-                try:
-                    array = decode_image(tf.io.read_file(path)).numpy()
-                except tf.errors.OpError:  # extraction retries these with PIL too
-                    array = None
-            if array is None:
-                try:
-                    array = load_image_pil(path, max_side=2 * self.image_size)
-                except Exception as err:  # any decoder failure means "this file cannot be used"
-                    raise CaptioningError(f"{path}: could not be decoded ({_first_line(err)})") from None
+            array = read_image(item, self.image_size)
         elif isinstance(item, (bytes, bytearray)):
             try:
                 array = decode_image(tf.constant(bytes(item))).numpy()
@@ -275,10 +241,50 @@ class Captioner:
         return paths
 
 
+def _rebuild_encoder(run, info: dict, manifest: dict, weights: str | None):
+    """The backbone the run's features came from, from what the run folder itself holds.
+
+    Pretrained weights by name ("imagenet"); a local weights file by its recorded path, checked
+    against its recorded sha256; random weights from the run's ``encoder.weights.h5`` (older
+    runs: the copy beside the shards), else rebuilt from the seed extraction used.
+    """
+    import keras
+
+    from keras_captioning.features.backbones import build_backbone
+    from keras_captioning.features.manifests import RANDOM_BACKBONE_FILE, RANDOM_BACKBONE_SEED
+    from keras_captioning.utils import sha256_file
+
+    name, size, alpha = manifest["backbone"], int(manifest["image_size"]), manifest.get("alpha")
+    recorded = manifest.get("weights")
+    if weights is None:
+        weights = recorded if recorded in ("none", "imagenet", None) else manifest.get("weights_path") or recorded
+        weights = "none" if weights is None else weights
+        expected = manifest.get("weights_sha256")
+        if expected and weights not in ("none", "imagenet"):
+            if not os.path.isfile(weights):
+                raise CaptioningError(f"{weights}: the encoder's weights file (sha256 {expected[:12]}...) is not on "
+                                      "this machine; pass its path (Captioner.from_run(..., weights=PATH))")
+            if sha256_file(weights) != expected:
+                raise CaptioningError(f"{weights}: not the weights file the run's features were made with "
+                                      f"(sha256 {expected[:12]}...)")
+    if weights != "none":
+        return build_backbone(name, weights=weights, image_size=size, alpha=alpha)
+    keras.utils.set_random_seed(RANDOM_BACKBONE_SEED)  # as extraction did: the same random weights
+    backbone = build_backbone(name, weights=None, image_size=size, alpha=alpha)
+    if backbone.weights:
+        for path in (run.encoder_weights, os.path.join(info.get("features_dir", ""), RANDOM_BACKBONE_FILE)):
+            if os.path.isfile(path):
+                backbone.load_weights(path)
+                break
+    return backbone
+
+
 def _run_scores(run_dir: str) -> dict:
     """Every evaluation of the run: ``{report folder: {"meta", "scores"}}`` from its scores.json files."""
+    from keras_captioning.run_directory import RunDirectory
+
     found = {}
-    for path in sorted(glob.glob(os.path.join(run_dir, "**", "scores.json"), recursive=True)):
+    for path in RunDirectory(run_dir).report_files("scores.json"):
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
@@ -288,8 +294,3 @@ def _run_scores(run_dir: str) -> dict:
             found[os.path.relpath(os.path.dirname(path), run_dir)] = {"meta": data.get("meta"),
                                                                        "scores": data["scores"]}
     return found
-
-
-def _first_line(err: Exception) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:300] if lines else type(err).__name__

@@ -5,5 +5,9 @@ anything else is a bug and keeps its traceback.
 """
 
 
-class CaptioningError(Exception):
-    """A user-facing error: the message names the file or field and what to do."""
+class CaptioningError(ValueError):
+    """A user-facing error: the message names the file or field and what to do.
+
+    A ``ValueError``: a wrong value (a setting, a file's content) is what it reports, so code
+    that catches ``ValueError`` around a library call keeps working.
+    """

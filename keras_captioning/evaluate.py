@@ -26,6 +26,7 @@ import shutil
 import numpy as np
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,10 @@ def default_metrics() -> tuple:
 def load_model(run_dir: str, checkpoint: str = "best"):
     from keras_captioning.training.callbacks import read_checkpoint
 
-    path = os.path.join(run_dir, "checkpoints", f"{checkpoint}.keras")
+    run = RunDirectory(run_dir)
+    path = run.checkpoint(checkpoint)
     if not os.path.exists(path):
-        fallback = os.path.join(run_dir, "checkpoints", "last.keras")
+        fallback = run.checkpoint(run.LAST)
         if not os.path.exists(fallback):
             raise CaptioningError(f"{run_dir}: no checkpoint in checkpoints/; train the run first")
         path = fallback
@@ -133,7 +135,9 @@ def format_table(rows: list, columns: list) -> str:
 def describe_run(cfg, manifest: dict) -> dict:
     counts = manifest.get("counts", {})
     images = sum(c.get("images", 0) for c in counts.values())
-    return {"run": cfg.name, "model": "attention" if cfg.model.type == "attention" else "vanilla (merge)",
+    from keras_captioning.models.registry import model_type
+
+    return {"run": cfg.name, "model": model_type(cfg.model.type).label,
             "backbone": cfg.features.backbone, "vocab": manifest.get("vocab_size", cfg.data.vocab_size),
             "images": images, "batch": cfg.train.batch_size, "epochs": cfg.train.epochs}
 
@@ -142,15 +146,18 @@ RUN_COLUMNS = ["model", "backbone", "vocab", "images", "batch", "epochs"]
 
 
 def _read_image(path: str | None, size: int = 224):
+    """A panel's picture: the file as extraction decodes it (``features/images.py``), shrunk to
+    at most ``size`` per side for display; a grey square when the file is not available."""
     from PIL import Image
+
+    from keras_captioning.features.images import read_image
 
     if path and os.path.exists(path):
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                im.thumbnail((size, size))
-                return np.asarray(im)
-        except OSError:
+            image = Image.fromarray(read_image(path, size))
+            image.thumbnail((size, size))
+            return np.asarray(image)
+        except CaptioningError:
             pass
     return np.full((size, size, 3), 200, dtype=np.uint8)
 
@@ -221,22 +228,21 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     """
     from keras_captioning import metrics as kc_metrics
     from keras_captioning.data.tfrecords import damaged_shards, read_manifest
-    from keras_captioning.data.vocab import Vocabulary
+    from keras_captioning.models.registry import model_type
     from keras_captioning.ranges import check_value
-    from keras_captioning.training.trainer import check_run_dir, load_run_config
 
-    info = check_run_dir(run_dir)
-    cfg = load_run_config(run_dir)
+    run = RunDirectory(run_dir)
+    info = run.info()
+    cfg = run.config()
     split = split or cfg.eval.split
     beam = cfg.eval.beam if beam is None else check_value("eval", "beam", beam, "--beam")
     length_penalty = (cfg.eval.length_penalty if length_penalty is None
                       else float(check_value("eval", "length_penalty", length_penalty, "--length-penalty")))
-    vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+    vocab = run.vocab()
     if beam > len(vocab):
         raise CaptioningError(f"--beam={beam} is wider than the run's vocabulary ({len(vocab)} tokens); "
                               f"valid: [1, {min(len(vocab), 100)}]")
-    with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as fh:
-        manifest = json.load(fh)
+    manifest = run.manifest()
     features_dir = info["features_dir"]
     # The shards are still there and match their manifest (size, checksum), before loading anything.
     damaged = damaged_shards(features_dir, read_manifest(features_dir), splits=[split])
@@ -247,7 +253,7 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     _check_report_dir(out_dir, {"split": split, "checkpoint": checkpoint, "beam": beam,
                                 "length_penalty": length_penalty}, overwrite)
     model = load_model(run_dir, checkpoint)
-    feature = "pooled" if cfg.model.type == "merge" else "grid"
+    feature = model_type(cfg.model.type).feature
     decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,
                            cfg.eval.batch_size, length_penalty)
 
@@ -329,7 +335,7 @@ def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta) -> str
                                      os.path.join(out_dir, f"attention-{name}.png"),
                                      title=d["caption"])
             sections += [f"![attention {name}]({os.path.basename(png)})", ""]
-    loss_png = os.path.join(run_dir, "loss.png")
+    loss_png = RunDirectory(run_dir).loss_png
     if os.path.exists(loss_png):
         shutil.copyfile(loss_png, os.path.join(out_dir, "loss.png"))
         sections += ["## Loss curves", "", "![loss](loss.png)", ""]

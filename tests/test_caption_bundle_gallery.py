@@ -18,15 +18,11 @@ from keras_captioning.cli import main
 from keras_captioning.data.vocab import Vocabulary
 from keras_captioning.features.backbones import build_backbone
 from keras_captioning.models import AttentionCaptioner
-from keras_captioning.training.trainer import train
-from tests.helpers import smoke_config
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundle")
-    train(smoke_config(root, "attention", "run"))
-    return root, str(root / "run")
+def run(tiny_run):
+    return tiny_run.root, tiny_run.run_dir
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from keras_captioning.data import download
+from keras_captioning.data import download, transfer
 from keras_captioning.data.download import (
     _Progress,
     download_coco,
@@ -406,7 +406,7 @@ def test_part_url_uses_base_url_for_the_file_name():
 
 
 def test_progress_lines_when_not_a_tty(tmp_path, server, capsys, monkeypatch):
-    monkeypatch.setattr(download, "CHUNK_BYTES", 1024)  # ~80 reads for the ~80 KiB stand-in
+    monkeypatch.setattr(transfer, "CHUNK_BYTES", 1024)  # ~80 reads for the ~80 KiB stand-in
     _run(tmp_path / "coco", server, parts=["train2014"], progress=True)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(TRAIN)]
     assert 10 <= len(lines) <= 21  # one line per ~5 %, never a flood

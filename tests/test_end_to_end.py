@@ -42,6 +42,7 @@ def test_features_command_prints_where(tmp_path, capsys):
     assert sum(c["images"] for c in manifest["counts"].values()) == 60
 
 
+@pytest.mark.slow  # trains both models through the CLI
 def test_run_directory_contents(trained):
     _, runs = trained
     for run in runs.values():
@@ -56,6 +57,7 @@ def test_run_directory_contents(trained):
         assert json.loads(open(os.path.join(run, "state.json")).read())["next_epoch"] == 2
 
 
+@pytest.mark.slow  # trains both models through the CLI
 def test_existing_run_is_not_overwritten(trained, capsys):
     root, runs = trained
     code, _, err = _cli(["train", "--config", SMOKE, *_sets(smoke_overrides(root, "attention", "run-attention"))],
@@ -63,6 +65,7 @@ def test_existing_run_is_not_overwritten(trained, capsys):
     assert code == 2 and "a run is already there; pass --resume" in err
 
 
+@pytest.mark.slow  # trains both models through the CLI
 def test_evaluate_writes_report(trained, capsys):
     _, runs = trained
     code, out, _ = _cli(["evaluate", "--run", runs["attention"], "--beam", "2"], capsys)
@@ -81,6 +84,7 @@ def test_evaluate_writes_report(trained, capsys):
     assert "| BLEU-1 |" in out
 
 
+@pytest.mark.slow  # trains both models through the CLI
 def test_caption_cli_and_attention_map(trained, tmp_path, capsys):
     root, runs = trained
     image = sorted((root / "data" / "images").iterdir())[0]
@@ -93,6 +97,7 @@ def test_caption_cli_and_attention_map(trained, tmp_path, capsys):
         assert im.size[0] > 100
 
 
+@pytest.mark.slow  # trains both models through the CLI
 def test_caption_bad_image_is_one_line_error(trained, tmp_path, capsys):
     _, runs = trained
     bad = tmp_path / "bad.jpg"
@@ -101,6 +106,7 @@ def test_caption_bad_image_is_one_line_error(trained, tmp_path, capsys):
     assert code == 2 and err.strip().startswith("error:") and "bad.jpg" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # trains both models through the CLI
 def test_captioner_from_python_matches_batched(trained):
     import numpy as np
 
@@ -119,6 +125,7 @@ def test_captioner_from_python_matches_batched(trained):
         np.testing.assert_allclose(r["attention"].sum(-1), 1.0, atol=1e-4)
 
 
+@pytest.mark.slow  # trains both models through the CLI
 def test_compare_collects_runs(trained, tmp_path, capsys):
     _, runs = trained
     assert main(["evaluate", "--run", runs["merge"], "--beam", "1"]) == 0

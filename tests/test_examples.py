@@ -16,6 +16,7 @@ def _run(script, *args):
     return out.stdout
 
 
+@pytest.mark.slow  # a training run of its own
 def test_extract_and_train_examples(tmp_path):
     out = _run("extract_features.py", "--smoke", "--out", tmp_path / "features")
     assert '"backbone": "patches"' in out

@@ -23,7 +23,7 @@ from keras_captioning.data.records import CaptionRecord
 from keras_captioning.data.tfrecords import ExampleDecoder, read_manifest
 from keras_captioning.data.vocab import Vocabulary
 from keras_captioning.errors import CaptioningError
-from keras_captioning.features import extract
+from keras_captioning.features import extract, runner
 from keras_captioning.features.backbones import PATCH_PIXELS, build_backbone
 from keras_captioning.features.extract import ImageCheck, extract_features, finalize_manifest
 
@@ -71,7 +71,7 @@ def test_round_trip_and_manifest(tmp_path, caplog, monkeypatch):
         manifest = _extract(records, vocab, tmp_path / "out", shard_size=2, batch_size=3, max_length=4,
                             extra_manifest={"experiment": "unit"})
     out = tmp_path / "out"
-    assert "images/s, ETA" in caplog.text and "wrote 7 images, skipped 0, 4 shards" in caplog.text
+    assert "images/s ETA" in caplog.text and "wrote 7 images, skipped 0, 4 shards" in caplog.text
 
     assert manifest == read_manifest(out)
     assert manifest["shards"] == {"train": [f"train-0000{i}-of-00003.tfrecord" for i in range(3)],
@@ -240,7 +240,7 @@ def test_bad_images_are_skipped_and_odd_ones_converted(tmp_path):
 def test_files_tensorflow_refuses_are_retried_with_pil(tmp_path, monkeypatch):
     zoo = _write_image_zoo(tmp_path)
     # Let everything past the PIL check so TensorFlow meets the TIFF and the truncated JPEG.
-    monkeypatch.setattr(extract, "check_image", lambda p: ImageCheck(True, use_pil=False))
+    monkeypatch.setattr(runner, "check_image", lambda p: ImageCheck(True, use_pil=False))
     records = [CaptionRecord(k, zoo[k][0], ["a thing"], "train") for k in ("tiff", "truncated_jpeg", "gray")]
     manifest = _extract(records, _vocab(records), tmp_path / "out")
     examples = {e["image_id"].decode(): e for e in _read_shards(tmp_path / "out", manifest)}
@@ -268,7 +268,7 @@ _HUGE_SCRIPT = textwrap.dedent("""
     import json, sys
     from keras_captioning.data.records import CaptionRecord
     from keras_captioning.data.vocab import Vocabulary
-    from keras_captioning.features import extract
+    from keras_captioning.features import extract, images
 
     def status_mb(key):  # VmRSS: resident now; VmHWM: peak since the last reset
         for line in open("/proc/self/status"):
@@ -277,7 +277,7 @@ _HUGE_SCRIPT = textwrap.dedent("""
 
     small, huge, out = sys.argv[1:4]
     if len(sys.argv) > 4:  # manual comparison: route huge images through TensorFlow's full decode
-        extract.LARGE_IMAGE_PIXELS = int(sys.argv[4])
+        images.LARGE_IMAGE_PIXELS = int(sys.argv[4])
     vocab = Vocabulary.build(["a big red picture"])
     kwargs = dict(backbone="patches", weights=None)
     extract.extract_features([CaptionRecord("small", small, ["a picture"], "train")], vocab, out + "/warm", **kwargs)

@@ -39,6 +39,7 @@ def write_karpathy_fixture(root, images=10):
     return path
 
 
+@pytest.mark.slow  # two training runs
 @pytest.mark.parametrize("name", ["flickr8k_attention", "flickr8k_vanilla"])
 def test_flickr8k_config_trains_and_evaluates(tmp_path, name):
     split_file = write_karpathy_fixture(tmp_path / "flickr8k")

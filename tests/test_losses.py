@@ -3,8 +3,18 @@
 import numpy as np
 import pytest
 
-from keras_captioning.losses import masked_accuracy, masked_ce_sum, masked_sparse_ce
-from keras_captioning.models.perplexity import Perplexity
+from keras_captioning.losses import CaptionLoss, Perplexity, masked_accuracy_counts, masked_ce_sum
+
+
+def masked_sparse_ce(targets, logits, pad_id=0):
+    """The training loss of one batch, as CaptionModel computes it from the sums."""
+    ce_sum, num_tokens = masked_ce_sum(targets, logits, pad_id)
+    return ce_sum / max(float(num_tokens), 1.0)
+
+
+def masked_accuracy(targets, logits, pad_id=0):
+    correct, num_tokens = masked_accuracy_counts(targets, logits, pad_id)
+    return correct / max(float(num_tokens), 1.0)
 
 
 def _log_softmax(x):
@@ -74,3 +84,11 @@ def test_perplexity_is_token_weighted():
     assert float(metric.result()) == pytest.approx(np.exp(5.0 / 4.0), rel=1e-6)
     metric.reset_state()
     assert float(metric.result()) == pytest.approx(1.0)
+
+
+def test_caption_loss_is_token_weighted_ce_plus_image_weighted_penalty():
+    metric = CaptionLoss()
+    metric.update_state(2.0, 1.0, 0.5, 2)  # one token with CE 2, penalty 0.5 over 2 images
+    metric.update_state(3.0, 3.0, 0.0, 2)
+    assert float(metric.result()) == pytest.approx(5.0 / 4.0 + 1.0 / 4.0, rel=1e-6)
+    assert CaptionLoss.from_config(metric.get_config()).name == "loss"

@@ -94,13 +94,9 @@ def test_compare_out_that_is_a_file(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    """Smoke features and one attention run trained for 2 epochs, shared by the tests below."""
-    from keras_captioning.training.trainer import train
-
-    root = tmp_path_factory.mktemp("round2")
-    train(smoke_config(root))
-    return root
+def root(tiny_run):
+    """Smoke features and one attention run trained for 2 epochs (the session's ``tiny_run``)."""
+    return tiny_run.root
 
 
 def _copy_features(root, tmp_path):

@@ -24,6 +24,7 @@ def selected_run(tmp_path_factory):
     return cfg, train(cfg)
 
 
+@pytest.mark.slow  # trains a 3-epoch run of its own
 def test_decoded_scores_are_logged_and_select_best(selected_run):
     cfg, run = selected_run
     with open(os.path.join(run, "log.csv")) as fh:
@@ -38,6 +39,7 @@ def test_decoded_scores_are_logged_and_select_best(selected_run):
     assert os.listdir(os.path.join(run, "tensorboard", "validation"))
 
 
+@pytest.mark.slow  # trains a 3-epoch run of its own
 def test_logged_cider_is_the_package_metric_on_greedy_captions(selected_run):
     """The last epoch's val_cider_d equals CIDEr-D of last.keras's greedy val captions."""
     from keras_captioning.data.pipeline import make_eval_dataset

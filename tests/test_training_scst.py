@@ -183,6 +183,7 @@ def _rows(path):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow  # trains a cross-entropy run first
 def test_stage_writes_its_own_run_and_keeps_the_best(xe_run):
     from keras_captioning.training.callbacks import read_checkpoint
     from keras_captioning.training.trainer import train
@@ -216,6 +217,7 @@ def test_stage_writes_its_own_run_and_keeps_the_best(xe_run):
     assert (xe_run / "xe" / "checkpoints" / "best.keras").exists()
 
 
+@pytest.mark.slow  # trains a cross-entropy run first
 def test_no_better_epoch_stops_the_stage_and_keeps_the_init_weights(xe_run):
     from keras_captioning.training.callbacks import read_checkpoint
     from keras_captioning.training.trainer import train
@@ -232,7 +234,7 @@ def test_no_better_epoch_stops_the_stage_and_keeps_the_init_weights(xe_run):
     assert not all(np.array_equal(a, b) for a, b in zip(last.get_weights(), init.get_weights()))
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # trains a cross-entropy run first
 def test_kill_9_during_scst_then_resume(xe_run):
     overrides = smoke_overrides(xe_run, "attention", "scst-kill", **{
         "train.objective": "scst", "train.init_from": xe_run / "xe", "train.epochs": 8,

@@ -24,7 +24,6 @@ separate train and eval paths.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -32,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.utils import sha256_file  # noqa: F401  (re-exported: shard checksums)
 
 KEY_IMAGE_ID = "image/id"
 KEY_GRID = "features/grid"
@@ -370,15 +370,6 @@ def read_manifest(directory: str | os.PathLike) -> dict:
             "features step with --overwrite"
         )
     return manifest
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shard_problem(path: str | os.PathLike, stats: dict | None) -> str | None:

@@ -45,6 +45,12 @@ def normalize_caption(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def check_max_length(max_length) -> None:
+    """``max_length`` counts ``<start>`` and ``<end>``, so it must be at least 2 (None: no cap)."""
+    if max_length is not None and max_length < 2:
+        raise CaptioningError(f"max_length: must be at least 2 (<start> and <end>), got {max_length}")
+
+
 class Vocabulary:
     """Word <-> id mapping with the four special tokens first.
 
@@ -104,7 +110,7 @@ class Vocabulary:
         a longer caption keeps its first ``max_length - 1`` tokens (``<start>`` and the first
         ``max_length - 2`` words) and ends with ``<end>``.
         """
-        return self._truncate(self._encode_full(caption), max_length)
+        return self.truncate(self._encode_full(caption), max_length)
 
     def encode_batch(self, captions: Sequence[str], max_length: int | None = None) -> tuple[np.ndarray, int]:
         """Encode captions into one right-padded int32 array.
@@ -116,7 +122,7 @@ class Vocabulary:
         """
         full = [self._encode_full(caption) for caption in captions]
         num_truncated = 0 if max_length is None else sum(len(ids) > max_length for ids in full)
-        encoded = [self._truncate(ids, max_length) for ids in full]
+        encoded = [self.truncate(ids, max_length) for ids in full]
         width = max_length if max_length is not None else max(map(len, encoded), default=0)
         batch = np.full((len(encoded), width), self.pad_id, dtype=np.int32)
         for row, ids in enumerate(encoded):
@@ -127,12 +133,18 @@ class Vocabulary:
         words = normalize_caption(caption).split()
         return [self.start_id, *(self.word_to_id.get(w, self.unk_id) for w in words), self.end_id]
 
-    def _truncate(self, ids: list[int], max_length: int | None) -> list[int]:
+    def truncate(self, ids: list[int], max_length: int | None) -> list[int]:
+        """The one truncation rule: at most ``max_length`` ids, ``<end>`` kept last (None: all)."""
         if max_length is None:
             return ids
-        if max_length < 2:
-            raise CaptioningError(f"max_length: must be at least 2 (<start> and <end>), got {max_length}")
+        check_max_length(max_length)
         return ids if len(ids) <= max_length else [*ids[: max_length - 1], self.end_id]
+
+    def has_word(self, ids: Iterable[int]) -> bool:
+        """The one rule for "a caption has a real word": some id is not <pad>, <start> or <end>
+        (``<unk>`` counts: it stands for a word)."""
+        specials = (self.pad_id, self.start_id, self.end_id)
+        return any(int(token) not in specials for token in ids)
 
     def decode(self, ids: Iterable[int], strip_special: bool = True) -> str:
         """Turn ids back into a space-separated caption.

@@ -64,6 +64,7 @@ import keras
 import numpy as np
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.utils import first_line as _first_line
 
 logger = logging.getLogger(__name__)
 
@@ -324,8 +325,3 @@ def _imagenet_failure_message(name: str, err: Exception) -> str:
         "(or copy it into ~/.keras/models/), or --set features.weights=none for random weights "
         "(the features then carry little information; the 'patches' backbone needs no weights)"
     )
-
-
-def _first_line(err: Exception) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:300] if lines else type(err).__name__

@@ -71,15 +71,32 @@ def features_complete(out_dir: str) -> bool:
 
 def build_features(cfg: ExperimentConfig, overwrite: bool = False, num_workers: int = 1,
                    worker_index: int = 0) -> dict:
-    """Writes the shards, ``vocab.json`` and ``manifest.json`` for ``cfg``; returns the manifest."""
+    """Writes the shards, ``vocab.json`` and ``manifest.json`` for ``cfg``; returns the manifest.
+
+    What happens to an existing folder is ``fingerprint.decide``'s call: reuse it when its
+    fingerprint matches ``cfg``, extract (again) when it is missing, damaged or the config's
+    own stale folder, and stop with one line naming the differing settings when it is a
+    stale folder given explicitly (``overwrite`` replaces it anyway).
+    """
     from keras_captioning.features.extract import extract_features  # TensorFlow from here on
+    from keras_captioning.features.fingerprint import (
+        FINGERPRINT_KEY,
+        decide,
+        feature_fingerprint,
+        stale_message,
+    )
 
     out_dir = cfg.features_dir
-    if not overwrite and num_workers == 1 and features_complete(out_dir):
-        manifest = read_manifest(out_dir)
-        if manifest.get("backbone") == cfg.features.backbone:
-            log.info("features already complete in %s (use --overwrite to redo them)", out_dir)
-            return manifest
+    decision, changed = decide(cfg, out_dir)
+    if not overwrite and num_workers == 1 and decision == "reuse":
+        log.info("features already complete in %s (use --overwrite to redo them)", out_dir)
+        return read_manifest(out_dir)
+    if changed and not overwrite:
+        if decision == "refuse":
+            raise CaptioningError(stale_message(out_dir, changed))
+        log.warning("%s: features are stale (%s); extracting them again", out_dir, "; ".join(changed))
+        overwrite = True
+    fingerprint = feature_fingerprint(cfg)
     dataset_skipped: list = []
     records = load_records(cfg, dataset_skipped)
     train_captions = [c for r in records if r.split == "train" for c in r.captions]
@@ -94,7 +111,7 @@ def build_features(cfg: ExperimentConfig, overwrite: bool = False, num_workers: 
         batch_size=cfg.features.batch_size, shard_size=cfg.features.shard_size,
         dtype=cfg.features.dtype, num_workers=num_workers, worker_index=worker_index,
         overwrite=overwrite, max_length=cfg.data.max_length, dataset_skipped=dataset_skipped,
-        extra_manifest={"experiment": cfg.name, "data": {
+        extra_manifest={"experiment": cfg.name, FINGERPRINT_KEY: fingerprint, "data": {
             "format": cfg.data.format, "root": cfg.data.root, "captions": cfg.data.captions,
             "num_images": cfg.data.num_images, "splits": cfg.data.splits, "seed": cfg.data.seed,
             "vocab_size": cfg.data.vocab_size}},

@@ -3,10 +3,11 @@
 from keras_captioning.errors import CaptioningError
 
 
-class MetricInputError(CaptioningError, ValueError):
+class MetricInputError(CaptioningError):
     """Bad metric input (empty dicts, ids of ``res`` missing from ``gts``, wrong types).
 
-    A ``ValueError`` too, so ``except ValueError`` works as it would with pycocoevalcap.
+    A ``ValueError`` (as every ``CaptioningError``), so ``except ValueError`` works as it
+    would with pycocoevalcap.
     """
 
 

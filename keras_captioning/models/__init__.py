@@ -1,13 +1,12 @@
 """Captioning models. Importing this package registers every custom Keras object,
 so ``keras.saving.load_model`` can rebuild a saved captioner."""
 
+from keras_captioning.losses import CaptionLoss, Perplexity
 from keras_captioning.models.attention_captioner import AttentionCaptioner
 from keras_captioning.models.bahdanau_attention import BahdanauAttention
-from keras_captioning.models.caption_loss import CaptionLoss
 from keras_captioning.models.caption_model import CaptionModel
 from keras_captioning.models.cnn_encoder import CNNEncoder
 from keras_captioning.models.merge_captioner import MergeCaptioner, build_merge_captioner
-from keras_captioning.models.perplexity import Perplexity
 from keras_captioning.models.rnn_decoder import RNNDecoder
 
 __all__ = [

@@ -5,9 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_captioning.errors import CaptioningError
-from keras_captioning.losses import masked_accuracy_counts, masked_ce_sum
-from keras_captioning.models.caption_loss import CaptionLoss
-from keras_captioning.models.perplexity import Perplexity
+from keras_captioning.losses import CaptionLoss, Perplexity, masked_accuracy_counts, masked_ce_sum
 
 
 class CaptionModel(keras.Model):

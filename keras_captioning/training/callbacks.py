@@ -18,10 +18,13 @@ import os
 
 import keras
 
+from keras_captioning.run_directory import RunDirectory
+from keras_captioning.utils import write_json_atomic
+
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"
-LAST, PREVIOUS, PREVIOUS_STATE = "last.keras", "previous.keras", "previous-state.json"
+STATE_FILE = RunDirectory.STATE
+LAST, PREVIOUS, PREVIOUS_STATE = RunDirectory.LAST, RunDirectory.PREVIOUS, RunDirectory.PREVIOUS_STATE
 
 
 def read_checkpoint(path: str, compile: bool = True) -> keras.Model:
@@ -46,8 +49,7 @@ def read_checkpoint(path: str, compile: bool = True) -> keras.Model:
 
 def has_checkpoint(run_dir: str) -> bool:
     """True when the run has a checkpoint ``--resume`` could start from."""
-    ckpt = os.path.join(run_dir, "checkpoints")
-    return any(os.path.isfile(os.path.join(ckpt, name)) for name in (LAST, PREVIOUS))
+    return RunDirectory(run_dir).has_checkpoint()
 
 
 def load_resume_point(run_dir: str):
@@ -59,9 +61,9 @@ def load_resume_point(run_dir: str):
     """
     from keras_captioning.errors import CaptioningError
 
-    ckpt = os.path.join(run_dir, "checkpoints")
+    run = RunDirectory(run_dir)
     states, problems = [], []
-    for path in (os.path.join(run_dir, STATE_FILE), os.path.join(ckpt, PREVIOUS_STATE)):
+    for path in (run.state_path, run.previous_state_path):
         try:
             with open(path, encoding="utf-8") as fh:
                 states.append(json.load(fh))
@@ -70,7 +72,7 @@ def load_resume_point(run_dir: str):
         except (OSError, ValueError) as err:
             problems.append(f"{path}: unreadable ({err})")
     for name in (LAST, PREVIOUS):
-        path = os.path.join(ckpt, name)
+        path = run.checkpoint(name)
         if not os.path.exists(path):
             continue
         try:
@@ -110,21 +112,8 @@ def atomic_save_model(model: keras.Model, path: str) -> None:
     os.replace(tmp, path)
 
 
-def write_json_atomic(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def read_state(run_dir: str) -> dict | None:
-    path = os.path.join(run_dir, STATE_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return RunDirectory(run_dir).state()
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -169,7 +158,8 @@ class RunCheckpoint(keras.callbacks.Callback):
                  monitor: str = "val_loss", mode: str = "min", schedule=None, best_val_loss: float | None = None):
         super().__init__()
         self.run_dir = run_dir
-        self.ckpt_dir = os.path.join(run_dir, "checkpoints")
+        self.run = RunDirectory(run_dir)
+        self.ckpt_dir = self.run.checkpoints_dir
         self.nan_guard = nan_guard
         self.monitor = monitor
         self.mode = mode
@@ -179,8 +169,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         os.makedirs(self.ckpt_dir, exist_ok=True)
 
     def save_state(self, next_epoch: int, interrupted: bool = False) -> None:
-        write_json_atomic(
-            os.path.join(self.run_dir, STATE_FILE),
+        self.run.write_state(
             {
                 "next_epoch": next_epoch,
                 "select_on": self.monitor,
@@ -200,12 +189,12 @@ class RunCheckpoint(keras.callbacks.Callback):
             return
         if _improved(logs.get(self.monitor), self.best, self.mode):
             self.best = float(logs[self.monitor])
-            atomic_save_model(self.model, os.path.join(self.ckpt_dir, "best.keras"))
+            atomic_save_model(self.model, self.run.checkpoint("best"))
         val_loss = logs.get("val_loss")
         if _improved(val_loss, self.best_val_loss, "min"):
             self.best_val_loss = float(val_loss)
             if self.monitor != "val_loss":
-                atomic_save_model(self.model, os.path.join(self.ckpt_dir, "best-val_loss.keras"))
+                atomic_save_model(self.model, self.run.checkpoint("best-val_loss"))
         self.save_last(epoch + 1)
 
     def save_interrupted(self, epoch: int) -> None:
@@ -220,8 +209,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         The new checkpoint is complete (temporary file) before anything is renamed; if the
         process dies between the renames, ``load_resume_point`` pairs files by optimizer step.
         """
-        last = os.path.join(self.ckpt_dir, LAST)
-        state = os.path.join(self.run_dir, STATE_FILE)
+        last = self.run.checkpoint(LAST)
+        state = self.run.state_path
         tmp = f"{last[:-len('.keras')]}.tmp-{os.getpid()}.keras"
         self.model.save(tmp)
         if os.path.exists(last) and os.path.exists(state):
@@ -231,8 +220,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             except (OSError, ValueError):
                 previous_state = None  # an unreadable state cannot vouch for the old checkpoint
             if previous_state is not None:
-                os.replace(last, os.path.join(self.ckpt_dir, PREVIOUS))
-                write_json_atomic(os.path.join(self.ckpt_dir, PREVIOUS_STATE), previous_state)
+                os.replace(last, self.run.checkpoint(PREVIOUS))
+                write_json_atomic(self.run.previous_state_path, previous_state)
         os.replace(tmp, last)
         self.save_state(next_epoch, interrupted=interrupted)
 

@@ -30,8 +30,10 @@ import sys
 
 import keras
 
-from keras_captioning.config import ExperimentConfig, save_config
+from keras_captioning.config import ExperimentConfig
 from keras_captioning.errors import CaptioningError
+from keras_captioning.run_directory import RunDirectory
+from keras_captioning.training import callbacks as cb
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +86,7 @@ class StepLog(keras.callbacks.Callback):
         super().__init__()
         self.path = path
         self.epoch = first_epoch
-        self._truncate(first_epoch)
-
-    def _truncate(self, first_epoch: int) -> None:
-        # A resumed stage reruns epochs >= first_epoch: their old rows go.
-        if not os.path.exists(self.path):
-            return
-        with open(self.path, encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))
-        keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) < first_epoch]
-        with open(self.path, "w", encoding="utf-8", newline="") as fh:
-            csv.writer(fh).writerows(keep)
+        cb.truncate_log(path, first_epoch)  # a resumed stage reruns epochs >= first_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -118,7 +110,6 @@ class StepLog(keras.callbacks.Callback):
 
 def _check_init_run(cfg: ExperimentConfig, vocab) -> str:
     """The init run's best.keras, after checking it belongs to these features and this model type."""
-    from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.training.trainer import check_run_dir
 
     init = cfg.train.init_from
@@ -129,11 +120,12 @@ def _check_init_run(cfg: ExperimentConfig, vocab) -> str:
     if info.get("backbone") != cfg.features.backbone:
         raise CaptioningError(f"{init}: trained on '{info.get('backbone')}' features, not "
                               f"features.backbone='{cfg.features.backbone}'")
-    init_vocab = Vocabulary.load(os.path.join(init, "vocab.json"))
+    init_run = RunDirectory(init)
+    init_vocab = init_run.vocab()
     if init_vocab.fingerprint() != vocab.fingerprint():
         raise CaptioningError(f"{init}/vocab.json: not the vocabulary of {cfg.features_dir} (the model's "
                               "token ids would not match the features' captions)")
-    path = os.path.join(init, "checkpoints", "best.keras")
+    path = init_run.checkpoint("best")
     if not os.path.isfile(path):
         raise CaptioningError(f"{path}: not found; SCST starts from a cross-entropy run's best checkpoint")
     return path
@@ -141,10 +133,10 @@ def _check_init_run(cfg: ExperimentConfig, vocab) -> str:
 
 def train_scst(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> str:
     """Runs the SCST stage of ``cfg`` and returns its run directory."""
-    from keras_captioning import __version__
     from keras_captioning.data.pipeline import count_examples, make_eval_dataset
     from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.features.build import build_features
+    from keras_captioning.models.registry import model_type
     from keras_captioning.training import callbacks as cb
     from keras_captioning.training import trainer as tr
     from keras_captioning.training.precision import set_policy
@@ -168,7 +160,7 @@ def train_scst(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = Fa
     vocab = Vocabulary.load(os.path.join(cfg.features_dir, "vocab.json"))
     tr.check_compatibility(cfg, manifest, vocab)
     init_path = _check_init_run(cfg, vocab)
-    feature = "pooled" if cfg.model.type == "merge" else "grid"
+    feature = model_type(cfg.model.type).feature
     train_pattern = tr._shard_pattern(cfg.features_dir, "train")
     n_images = count_examples(manifest, "train", "random")
     if n_images == 0:
@@ -205,21 +197,14 @@ def train_scst(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = Fa
     validation.set_model(model)
 
     if not resume:
-        os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-        save_config(cfg, os.path.join(run_dir, "config.yaml"))
-        vocab.save(os.path.join(run_dir, "vocab.json"))
-        shutil.copyfile(os.path.join(cfg.features_dir, "manifest.json"),
-                        os.path.join(run_dir, "manifest.json"))
         logs = {}
         validation.on_epoch_end(-1, logs)  # the init model's score: the best to beat
         init_score = logs["val_cider_d"]
-        shutil.copyfile(init_path, os.path.join(run_dir, "checkpoints", "best.keras"))
-        cb.write_json_atomic(os.path.join(run_dir, "run.json"), {
-            "run_format": tr.RUN_FORMAT_VERSION, "package_version": __version__,
-            "model_type": cfg.model.type, "backbone": cfg.features.backbone,
-            "features_dir": cfg.features_dir, "policy": policy, "objective": "scst",
-            "init_from": cfg.train.init_from, "init_val_cider_d": init_score,
-        })
+        run = RunDirectory(run_dir)
+        os.makedirs(run.checkpoints_dir, exist_ok=True)
+        shutil.copyfile(init_path, run.checkpoint("best"))
+        run.create(cfg, vocab, cfg.features_dir, policy=policy, objective="scst",
+                   init_from=cfg.train.init_from, init_val_cider_d=init_score)
         state = {"best": init_score, "schedule": {"best": init_score}, "next_epoch": 0}
         log.info("scst: init model %s scores val CIDEr-D %.1f (greedy); best.keras until an epoch beats it",
                  init_path, 100 * init_score)

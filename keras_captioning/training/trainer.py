@@ -1,21 +1,7 @@
 """The training driver: policy -> features -> data -> model -> fit -> run directory.
 
-A run directory holds everything needed to resume, evaluate and caption:
-
-    run.json            package + run-format version, model type, backbone, features dir
-    config.yaml         the resolved experiment config
-    vocab.json          the vocabulary the model was trained with
-    manifest.json       the feature manifest it trained on
-    checkpoints/        last.keras (every epoch, with optimizer state), best.keras (on
-                        train.select_on: decoded val CIDEr-D by default), best-val_loss.keras,
-                        previous.keras + previous-state.json (the checkpoint before last.keras:
-                        --resume falls back to it when last.keras is damaged)
-    state.json          next epoch to run, best selection value and val_loss, optimizer step,
-                        the plateau / early-stopping counters
-    log.csv             one row per epoch (loss, accuracy, perplexity, val_*, val_cider_d,
-                        val_bleu_4, learning_rate)
-    tensorboard/        TensorBoard event files
-    loss.png            the loss curves
+The run directory (layout, state files, what makes it self-contained) is owned by
+``keras_captioning.run_directory.RunDirectory``; the features by ``features.fingerprint``.
 
 Data order on ``--resume``: epoch ``e`` always shuffles with seed ``train.seed + e`` and the
 pipeline is rebuilt from the resumed epoch, so a resumed run sees exactly the data order an
@@ -26,20 +12,17 @@ epoch are seen twice).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
 import sys
 
-from keras_captioning import __version__
-from keras_captioning.config import ExperimentConfig, from_dict, save_config
+from keras_captioning.config import ExperimentConfig
 from keras_captioning.errors import CaptioningError
+from keras_captioning.run_directory import RUN_FORMAT_VERSION, RunDirectory  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-RUN_FORMAT_VERSION = 1
 
 
 def _shard_pattern(features_dir: str, split: str) -> str:
@@ -48,42 +31,19 @@ def _shard_pattern(features_dir: str, split: str) -> str:
 
 def check_run_dir(run_dir: str) -> dict:
     """Reads ``run.json`` and refuses run directories written by an incompatible version."""
-    path = os.path.join(run_dir, "run.json")
-    if not os.path.exists(path):
-        raise CaptioningError(f"{run_dir}: not a run directory (no run.json); train one with "
-                              "`python -m keras_captioning train`")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            info = json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CaptioningError(f"{path}: unreadable run info ({exc})") from None
-    version = info.get("run_format")
-    if version != RUN_FORMAT_VERSION:
-        raise CaptioningError(
-            f"{path}: run format {version!r} (package {info.get('package_version', '?')}) is not "
-            f"the supported format {RUN_FORMAT_VERSION} (package {__version__}); retrain it, or "
-            "use the package version that wrote it"
-        )
-    return info
+    return RunDirectory(run_dir).info()
 
 
 def load_run_config(run_dir: str) -> ExperimentConfig:
-    import yaml
-
-    check_run_dir(run_dir)
-    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
-        return from_dict(yaml.safe_load(fh), os.path.join(run_dir, "config.yaml"))
+    return RunDirectory(run_dir).config()
 
 
 def check_compatibility(cfg: ExperimentConfig, manifest: dict, vocab) -> None:
-    """Stops before training when features, vocabulary and config do not belong together."""
+    """Stops before training when the vocabulary does not match the shards' token ids.
+
+    Whether the shards belong to the config is ``features.fingerprint``'s call (``build_features``).
+    """
     features_dir = cfg.features_dir
-    if manifest.get("backbone") != cfg.features.backbone:
-        raise CaptioningError(
-            f"{features_dir}/manifest.json: features were extracted with backbone "
-            f"'{manifest.get('backbone')}' but features.backbone is '{cfg.features.backbone}'; "
-            "set features.out_dir to a new folder or features.backbone to match"
-        )
     expected = manifest.get("vocab_fingerprint")
     if expected and expected != vocab.fingerprint():
         raise CaptioningError(
@@ -93,22 +53,10 @@ def check_compatibility(cfg: ExperimentConfig, manifest: dict, vocab) -> None:
 
 
 def build_model(cfg: ExperimentConfig, vocab_size: int, grid_shape, special_ids: dict):
-    """Builds the configured model; ``grid_shape`` is (regions, channels) from the manifest."""
-    from keras_captioning.models import AttentionCaptioner, build_merge_captioner
+    """Builds the configured model (``models.registry``); ``grid_shape`` is (regions, channels)."""
+    from keras_captioning.models.registry import build_model as build
 
-    num_regions, feature_dim = int(grid_shape[0]), int(grid_shape[1])
-    m = cfg.model
-    if m.type == "merge":
-        return build_merge_captioner(
-            vocab_size=vocab_size, feature_dim=feature_dim, embedding_dim=m.embedding_dim,
-            units=m.merge_units, dropout=m.merge_dropout, **special_ids,
-        )
-    return AttentionCaptioner(
-        vocab_size=vocab_size, feature_dim=feature_dim, num_regions=num_regions,
-        embedding_dim=m.embedding_dim, units=m.units, rnn=m.rnn,
-        attention_units=m.attention_units, attention_vector=m.attention_vector,
-        dropout=m.dropout, attention_reg=m.attention_reg, init_state=m.init_state, **special_ids,
-    )
+    return build(cfg, vocab_size, grid_shape, special_ids)
 
 
 def _strategy(name: str):
@@ -150,19 +98,18 @@ def open_run_dir(run_dir: str, resume: bool, overwrite: bool) -> dict | None:
     continue: ``train`` and ``train --resume`` both start it again. A finished or interrupted
     run is continued only with ``resume`` and replaced only with ``overwrite``.
     """
-    from keras_captioning.training import callbacks as cb
-
-    if os.path.exists(os.path.join(run_dir, "run.json")) and not cb.has_checkpoint(run_dir):
+    run = RunDirectory(run_dir)
+    if run.exists() and not run.has_checkpoint():
         log.warning("%s: the run stopped before its first checkpoint; starting it again from epoch 1", run_dir)
-        shutil.rmtree(run_dir)
+        run.remove()
         return None
     if resume:
-        return check_run_dir(run_dir)
-    if os.path.exists(os.path.join(run_dir, "run.json")):
+        return run.info()
+    if run.exists():
         if not overwrite:
             raise CaptioningError(f"{run_dir}: a run is already there; pass --resume to continue it "
                                   "or --overwrite to start again")
-        shutil.rmtree(run_dir)
+        run.remove()
     return None
 
 
@@ -177,6 +124,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
     from keras_captioning.data.pipeline import count_examples, make_eval_dataset, make_train_dataset
     from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.features.build import build_features
+    from keras_captioning.models.registry import model_type
     from keras_captioning.training import callbacks as cb
     from keras_captioning.training.precision import set_policy
 
@@ -194,21 +142,13 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
     manifest = build_features(cfg)
     vocab = Vocabulary.load(os.path.join(cfg.features_dir, "vocab.json"))
     check_compatibility(cfg, manifest, vocab)
-    feature = "pooled" if cfg.model.type == "merge" else "grid"
+    feature = model_type(cfg.model.type).feature
 
     n_train = count_examples(manifest, "train", cfg.train.caption_mode)
     if n_train == 0:
         raise CaptioningError(f"{cfg.features_dir}: the train split has no captioned images")
     steps = cfg.train.steps_per_epoch or math.ceil(n_train / cfg.train.batch_size)
-    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-    save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    vocab.save(os.path.join(run_dir, "vocab.json"))
-    shutil.copyfile(os.path.join(cfg.features_dir, "manifest.json"), os.path.join(run_dir, "manifest.json"))
-    cb.write_json_atomic(os.path.join(run_dir, "run.json"), {
-        "run_format": RUN_FORMAT_VERSION, "package_version": __version__,
-        "model_type": cfg.model.type, "backbone": cfg.features.backbone,
-        "features_dir": cfg.features_dir, "policy": policy,
-    })
+    RunDirectory(run_dir).create(cfg, vocab, cfg.features_dir, policy=policy)
 
     # Seeds the weight initialisation (and Python/NumPy) so a run is repeatable; the data
     # order is seeded separately, per epoch.
