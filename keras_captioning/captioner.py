@@ -269,13 +269,13 @@ def _rebuild_encoder(run, info: dict, manifest: dict, weights: str | None):
                                       f"(sha256 {expected[:12]}...)")
     if weights != "none":
         return build_backbone(name, weights=weights, image_size=size, alpha=alpha)
-    keras.utils.set_random_seed(RANDOM_BACKBONE_SEED)  # as extraction did: the same random weights
+    saved = [p for p in (run.encoder_weights, os.path.join(info.get("features_dir", ""), RANDOM_BACKBONE_FILE))
+             if os.path.isfile(p)]
+    if not saved:  # rebuilt from the seed extraction used (this reseeds the global generators)
+        keras.utils.set_random_seed(RANDOM_BACKBONE_SEED)
     backbone = build_backbone(name, weights=None, image_size=size, alpha=alpha)
-    if backbone.weights:
-        for path in (run.encoder_weights, os.path.join(info.get("features_dir", ""), RANDOM_BACKBONE_FILE)):
-            if os.path.isfile(path):
-                backbone.load_weights(path)
-                break
+    if backbone.weights and saved:
+        backbone.load_weights(saved[0])
     return backbone
 
 

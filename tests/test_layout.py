@@ -79,9 +79,12 @@ def test_import_rules():
 
 def test_leaves_do_not_load_tensorflow():
     for name in ("errors", "utils", "ranges", "config", "metrics", "run_directory"):
-        path = PKG / f"{name}.py"
-        if path.exists():
-            assert "tensorflow" not in set(_imports(path)) and "keras" not in set(_imports(path)), name
+        module, package = PKG / f"{name}.py", PKG / name
+        paths = [module] if module.exists() else sorted(package.rglob("*.py"))
+        assert paths, f"{name}: neither a module nor a package"
+        for path in paths:
+            imports = {m.split(".")[0] for m in _imports(path)}
+            assert not imports & {"tensorflow", "keras"}, path.relative_to(PKG)
 
 
 def test_nothing_imports_cli():

@@ -14,8 +14,9 @@ import pytest
 
 from keras_captioning.errors import CaptioningError
 from keras_captioning.features.build import build_features
+from keras_captioning.run_directory import RunDirectory
 from keras_captioning.training import callbacks as cb
-from keras_captioning.training.trainer import check_run_dir, train
+from keras_captioning.training.trainer import train
 from tests.helpers import SMOKE, smoke_config, smoke_overrides, subprocess_env
 
 
@@ -81,7 +82,7 @@ def test_old_run_directory_refused(copy_run, tiny_run):
     with open(info_path, "w") as fh:
         fh.write(json.dumps(info))
     with pytest.raises(CaptioningError, match=r"run format 0 \(package 0.0.1\) is not the supported format"):
-        check_run_dir(copy_run)
+        RunDirectory(copy_run).info()
     cfg = smoke_config(tiny_run.root, **{"train.run_dir": copy_run, "train.epochs": 3})
     with pytest.raises(CaptioningError, match="is not the supported format"):
         train(cfg, resume=True)

@@ -10,9 +10,10 @@ import pytest
 
 from keras_captioning.config import load_config
 from keras_captioning.models import AttentionCaptioner
+from keras_captioning.models.registry import build_model
 from keras_captioning.models.rnn_decoder import RNNDecoder
 from keras_captioning.training.selection import DecodedValidation, MetricSchedule, monitor_for
-from keras_captioning.training.trainer import build_model, train
+from keras_captioning.training.trainer import train
 from tests.helpers import REPO, smoke_config
 
 

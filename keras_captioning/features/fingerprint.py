@@ -18,7 +18,6 @@ A manifest without a fingerprint (written before it existed) is stale.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -61,9 +60,6 @@ def feature_fingerprint(cfg: ExperimentConfig) -> dict:
         settings["data.synthetic_image_size"] = data.synthetic_image_size
     return json.loads(json.dumps(settings))  # JSON types, as read back from a manifest
 
-
-def fingerprint_digest(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def differences(old: dict | None, new: dict) -> list[str]:

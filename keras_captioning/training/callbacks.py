@@ -23,7 +23,6 @@ from keras_captioning.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = RunDirectory.STATE
 LAST, PREVIOUS, PREVIOUS_STATE = RunDirectory.LAST, RunDirectory.PREVIOUS, RunDirectory.PREVIOUS_STATE
 
 
@@ -45,11 +44,6 @@ def read_checkpoint(path: str, compile: bool = True) -> keras.Model:
         reason = " ".join(str(err).split())[:200]
         raise CaptioningError(f"{path}: cannot be loaded as a checkpoint ({type(err).__name__}: "
                               f"{reason})") from None
-
-
-def has_checkpoint(run_dir: str) -> bool:
-    """True when the run has a checkpoint ``--resume`` could start from."""
-    return RunDirectory(run_dir).has_checkpoint()
 
 
 def load_resume_point(run_dir: str):
@@ -110,10 +104,6 @@ def atomic_save_model(model: keras.Model, path: str) -> None:
     tmp = f"{path[:-len('.keras')]}.tmp-{os.getpid()}.keras"
     model.save(tmp)
     os.replace(tmp, path)
-
-
-def read_state(run_dir: str) -> dict | None:
-    return RunDirectory(run_dir).state()
 
 
 class NaNGuard(keras.callbacks.Callback):

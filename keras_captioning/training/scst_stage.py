@@ -110,17 +110,15 @@ class StepLog(keras.callbacks.Callback):
 
 def _check_init_run(cfg: ExperimentConfig, vocab) -> str:
     """The init run's best.keras, after checking it belongs to these features and this model type."""
-    from keras_captioning.training.trainer import check_run_dir
-
     init = cfg.train.init_from
-    info = check_run_dir(init)
+    init_run = RunDirectory(init)
+    info = init_run.info()
     if info.get("model_type") != cfg.model.type:
         raise CaptioningError(f"{init}: holds a '{info.get('model_type')}' model, not model.type="
                               f"'{cfg.model.type}'")
     if info.get("backbone") != cfg.features.backbone:
         raise CaptioningError(f"{init}: trained on '{info.get('backbone')}' features, not "
                               f"features.backbone='{cfg.features.backbone}'")
-    init_run = RunDirectory(init)
     init_vocab = init_run.vocab()
     if init_vocab.fingerprint() != vocab.fingerprint():
         raise CaptioningError(f"{init}/vocab.json: not the vocabulary of {cfg.features_dir} (the model's "
@@ -137,7 +135,6 @@ def train_scst(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = Fa
     from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.features.build import build_features
     from keras_captioning.models.registry import model_type
-    from keras_captioning.training import callbacks as cb
     from keras_captioning.training import trainer as tr
     from keras_captioning.training.precision import set_policy
     from keras_captioning.training.scst import SCSTTrainer

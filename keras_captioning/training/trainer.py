@@ -19,7 +19,7 @@ import sys
 
 from keras_captioning.config import ExperimentConfig
 from keras_captioning.errors import CaptioningError
-from keras_captioning.run_directory import RUN_FORMAT_VERSION, RunDirectory  # noqa: F401
+from keras_captioning.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +27,6 @@ log = logging.getLogger(__name__)
 
 def _shard_pattern(features_dir: str, split: str) -> str:
     return os.path.join(features_dir, f"{split}-*-of-*.tfrecord")
-
-
-def check_run_dir(run_dir: str) -> dict:
-    """Reads ``run.json`` and refuses run directories written by an incompatible version."""
-    return RunDirectory(run_dir).info()
-
-
-def load_run_config(run_dir: str) -> ExperimentConfig:
-    return RunDirectory(run_dir).config()
 
 
 def check_compatibility(cfg: ExperimentConfig, manifest: dict, vocab) -> None:
@@ -50,13 +41,6 @@ def check_compatibility(cfg: ExperimentConfig, manifest: dict, vocab) -> None:
             f"{features_dir}/vocab.json: does not match the token ids in the shards (fingerprint "
             f"{vocab.fingerprint()[:12]} vs manifest {expected[:12]}); rerun features with --overwrite"
         )
-
-
-def build_model(cfg: ExperimentConfig, vocab_size: int, grid_shape, special_ids: dict):
-    """Builds the configured model (``models.registry``); ``grid_shape`` is (regions, channels)."""
-    from keras_captioning.models.registry import build_model as build
-
-    return build(cfg, vocab_size, grid_shape, special_ids)
 
 
 def _strategy(name: str):
@@ -124,7 +108,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
     from keras_captioning.data.pipeline import count_examples, make_eval_dataset, make_train_dataset
     from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.features.build import build_features
-    from keras_captioning.models.registry import model_type
+    from keras_captioning.models.registry import build_model, model_type
     from keras_captioning.training import callbacks as cb
     from keras_captioning.training.precision import set_policy
 
