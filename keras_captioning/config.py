@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from keras_captioning.errors import CaptioningError
-from keras_captioning.ranges import RANGES, check_value
+from keras_captioning.ranges import CHOICES, RANGES, check_value
 
 
 @dataclass
@@ -73,6 +73,8 @@ class TrainConfig:
     learning_rate: float = 4e-4  # Adam, as in the paper
     clipnorm: float | None = None  # gradient clipping by global norm per variable
     caption_mode: str = "all"  # all: one example per (image, caption), as in the study | random
+    batch_layout: str = "caption"  # caption: one feature row per caption row (the study's) | image:
+    #   an image's captions together, its features read and encoded once per batch (seq_per_img)
     shuffle_buffer: int = 10000
     seed: int = 0
     mixed_precision: str = "auto"  # auto (mixed_float16 when a GPU is present) | on | off
@@ -251,20 +253,6 @@ def load_config(path: str | None = None, overrides=None) -> ExperimentConfig:
     return from_dict(raw, source)
 
 
-_CHOICES = {
-    ("data", "format"): ("synthetic", "coco", "karpathy", "flickr8k"),
-    ("features", "dtype"): ("float16", "float32"),
-    ("model", "type"): ("attention", "merge"),
-    ("model", "rnn"): ("gru", "lstm"),
-    ("train", "caption_mode"): ("all", "random"),
-    ("train", "mixed_precision"): ("auto", "on", "off"),
-    ("train", "strategy"): ("default", "mirrored", "multiworker"),
-    ("train", "select_on"): ("CIDEr-D", "BLEU-4", "val_loss"),
-    ("model", "init_state"): ("zeros", "features"),
-    ("train", "lr_schedule"): ("constant", "plateau"),
-    ("train", "objective"): ("xe", "scst"),
-    ("train", "scst_baseline"): ("greedy", "mean"),
-}
 
 
 def check_folder(path, label: str) -> None:
@@ -283,7 +271,7 @@ def check_folder(path, label: str) -> None:
 
 def validate(cfg: ExperimentConfig, source: str = "config") -> None:
     """Checks enumerated fields, types and numeric ranges up front, before any data is touched."""
-    for (section, key), choices in _CHOICES.items():
+    for (section, key), choices in CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if isinstance(value, bool):  # YAML turns on/off into booleans
             value = "on" if value else "off"
@@ -320,6 +308,10 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
             or buckets != sorted(set(buckets))):
         raise CaptioningError(f"{source}: train.length_buckets={buckets!r}: expected null or a list of "
                               "increasing integers >= 2 (caption widths in tokens)")
+    if cfg.train.batch_layout == "image" and (cfg.train.caption_mode != "all" or cfg.train.strategy != "default"):
+        raise CaptioningError(f"{source}: train.batch_layout=image needs train.caption_mode=all and "
+                              "train.strategy=default (a batch's feature rows are shared by its caption rows, "
+                              "so it cannot be split across replicas)")
     if cfg.train.objective == "scst" and not cfg.train.init_from:
         raise CaptioningError(f"{source}: train.objective=scst needs train.init_from=<run directory of a "
                               "cross-entropy run> (its checkpoints/best.keras starts the fine-tuning)")

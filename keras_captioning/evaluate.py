@@ -89,7 +89,7 @@ def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam
             out.extend(_decode_batch(model, vocab, batch, beam, max_length, length_penalty))
             log.info("decoded %d images of %s", len(out), split)
     except Exception as err:
-        from keras_captioning.data.tfrecords import shard_read_error
+        from keras_captioning.data.shards import shard_read_error
 
         named = shard_read_error(err, sorted(glob.glob(pattern)), "extract the features again (features --overwrite)")
         if named is err:
@@ -227,7 +227,7 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     is reported as NaN ("n/a") with a warning saying how to install it; the rest complete.
     """
     from keras_captioning import metrics as kc_metrics
-    from keras_captioning.data.tfrecords import damaged_shards, read_manifest
+    from keras_captioning.data.shards import damaged_shards, read_manifest
     from keras_captioning.models.registry import model_type
     from keras_captioning.ranges import check_value
 

@@ -1,4 +1,7 @@
-"""The valid range of every numeric setting, in one table (``config`` and the CLI flags use it).
+"""The valid values of every setting, in two tables: ``CHOICES`` (enumerated settings) and
+``RANGES`` (numeric ones). ``config`` checks a loaded config against both; the CLI flags and
+the library functions that take the same values (``make_train_dataset(caption_mode=...)``,
+``AttentionCaptioner(init_state=...)``, ...) check against the same entries.
 
 A leaf: imports nothing of the package but ``errors``.
 """
@@ -31,6 +34,23 @@ class Range:
             return f"{'<' if self.high_open else '<='} {self.high}"
         return f"{'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
 
+
+# Every enumerated setting's valid values.
+CHOICES = {
+    ("data", "format"): ("synthetic", "coco", "karpathy", "flickr8k"),
+    ("features", "dtype"): ("float16", "float32"),
+    ("model", "type"): ("attention", "merge"),
+    ("model", "rnn"): ("gru", "lstm"),
+    ("model", "init_state"): ("zeros", "features"),
+    ("train", "caption_mode"): ("all", "random"),
+    ("train", "batch_layout"): ("caption", "image"),
+    ("train", "mixed_precision"): ("auto", "on", "off"),
+    ("train", "strategy"): ("default", "mirrored", "multiworker"),
+    ("train", "select_on"): ("CIDEr-D", "BLEU-4", "val_loss"),
+    ("train", "lr_schedule"): ("constant", "plateau"),
+    ("train", "objective"): ("xe", "scst"),
+    ("train", "scst_baseline"): ("greedy", "mean"),
+}
 
 _AT_LEAST_1 = Range(1)
 # Every numeric setting's valid values, checked when a config is loaded (None stays allowed

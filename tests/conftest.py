@@ -33,3 +33,28 @@ def copy_run(tiny_run, tmp_path):
     target = tmp_path / "run-copy"
     shutil.copytree(tiny_run.run_dir, target)
     return str(target)
+
+
+@pytest.fixture(scope="session")
+def length_shards(tmp_path_factory):
+    """Shards of 24 tiny images x 5 captions of 1..14 random words (7 per shard): ``(pattern, manifest)``."""
+    import numpy as np
+    from PIL import Image
+
+    from keras_captioning.data.records import CaptionRecord
+    from keras_captioning.data.vocab import Vocabulary
+    from keras_captioning.features.extract import extract_features
+
+    words = "a dog runs on the green grass near big red ball in park".split()
+    root = tmp_path_factory.mktemp("length_shards")
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(24):
+        path = str(root / f"{i}.png")
+        Image.new("RGB", (16, 16), (10 * i, 80, 200 - 5 * i)).save(path)
+        captions = [" ".join(rng.choice(words, size=int(rng.integers(1, 15)))) for _ in range(5)]
+        records.append(CaptionRecord(str(i), path, captions, "train"))
+    vocab = Vocabulary.build([c for r in records for c in r.captions])
+    out = str(root / "features")
+    manifest = extract_features(records, vocab, out, backbone="patches", weights=None, shard_size=7)
+    return os.path.join(out, "train-*-of-*.tfrecord"), manifest

@@ -43,6 +43,16 @@ def test_numeric_setting_out_of_range_names_key_and_range(override, message):
         load_config(SMOKE, [override])
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["train.batch_layout=rows"], "train.batch_layout='rows' is not valid; choose one of caption, image"),
+    (["train.batch_layout=image", "train.strategy=mirrored"], "batch_layout=image needs .*strategy=default"),
+    (["train.batch_layout=image", "train.caption_mode=random"], "batch_layout=image needs train.caption_mode=all"),
+])
+def test_batch_layout_is_checked_when_the_config_loads(overrides, message):
+    with pytest.raises(CaptioningError, match=message):
+        load_config(SMOKE, overrides)
+
+
 def test_every_range_accepts_its_default_and_the_shipped_configs_load():
     import glob
 

@@ -3,8 +3,9 @@
 Train: shard files (shuffled) -> interleaved TFRecord reads -> shuffle serialized records
 -> then by ``caption_mode``:
 "all": windows of records parsed together (``ExampleDecoder.decode_batch``, features kept in
-the stored dtype) -> caption rows shuffled within the window -> exact batches cut across
-windows (``scan``) -> per batch one gather of feature rows + cast to float32 -> prefetch;
+the stored dtype) -> caption rows shuffled within the window (or, image-major, images shuffled
+with their captions together) -> exact batches cut across windows (``scan``) -> per batch one
+gather of feature rows, still in the stored dtype (the model casts) -> prefetch;
 "random": ``ExampleDecoder`` per record -> one seeded caption per image -> padded_batch.
 Captions with no word token (only ``<start>``/``<end>``/padding) never reach a batch.
 
@@ -27,17 +28,19 @@ import os
 
 import tensorflow as tf
 
+from keras_captioning.data.shards import read_manifest
 from keras_captioning.data.tfrecords import (
     KEY_CAPTION_LENGTHS,
     MANIFEST_NAME,
     ExampleDecoder,
     ExampleParser,
-    read_manifest,
 )
 from keras_captioning.errors import CaptioningError
+from keras_captioning.ranges import CHOICES
 
 AUTOTUNE = tf.data.AUTOTUNE
-CAPTION_MODES = ("all", "random")
+CAPTION_MODES = CHOICES[("train", "caption_mode")]
+BATCH_LAYOUTS = CHOICES[("train", "batch_layout")]
 WINDOW_BATCHES = 4  # "all" mode: images parsed together, in batches (~5 captions per image)
 
 
@@ -54,8 +57,15 @@ def make_train_dataset(
     shuffle_buffer: int = 1024,
     cycle_length: int = 4,
     length_buckets=None,
+    batch_layout: str = "caption",
 ) -> tf.data.Dataset:
-    """Batches of ``{"features": float32 (B, R, D) | (B, D), "captions": int32 (B, L)}``.
+    """Batches of ``{"features": (B, R, D) | (B, D), "captions": int32 (B, L)}``.
+
+    "all" mode keeps the grid in its stored dtype (float16 shards give float16 features; the
+    model casts them in its graph); the pooled vector (the grid's mean) is float32.
+    ``batch_layout="image"`` adds ``"image_index": int32 (B,)`` and ``features`` holds each
+    distinct image of the batch once, (G, ...) with G <= B: caption row i belongs to
+    ``features[image_index[i]]``.
 
     Args:
         shard_pattern: glob of shard files (e.g. ``features/x/train-*-of-*.tfrecord``) or a list.
@@ -79,11 +89,20 @@ def make_train_dataset(
             caption, so the graph sees only these few widths and most recurrent steps run on
             real tokens. Captions longer than the last width keep the ``max_length`` rule
             (the last width is raised to it). None pads every batch to ``max_length``.
+            With ``batch_layout="image"`` an image's captions share the bucket of its longest.
+        batch_layout: "all" mode only. "caption" (the study's): one feature row per caption
+            row, an image's captions spread over batches. "image" (self-critical.pytorch's
+            ``seq_per_img``): an image's captions come together and its features are read,
+            cast and encoded once per batch (an image split by a batch boundary is in both).
 
     Captions are ``[<start> ... <end>]`` right-padded with 0.
     """
     if caption_mode not in CAPTION_MODES:
         raise CaptioningError(f"caption_mode: must be one of {CAPTION_MODES}, got {caption_mode!r}")
+    if batch_layout not in BATCH_LAYOUTS:
+        raise CaptioningError(f"batch_layout: must be one of {BATCH_LAYOUTS}, got {batch_layout!r}")
+    if batch_layout == "image" and caption_mode != "all":
+        raise CaptioningError("batch_layout='image' needs caption_mode='all' (every caption of an image)")
     _check_batch_size(batch_size)
     files = _shard_files(shard_pattern)
     decoder = _decoder_for(files, keys=(feature,))
@@ -95,6 +114,7 @@ def make_train_dataset(
             files, batch_size, decoder, parser, width, feature=feature, shuffle=shuffle, seed=seed,
             drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer, cycle_length=cycle_length,
             pad_to_width=max_length is not None, length_buckets=_bucket_widths(length_buckets, width),
+            image_major=batch_layout == "image",
         )
 
     ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length)
@@ -128,19 +148,22 @@ def make_train_dataset(
 
 def _all_captions(
     files, batch_size, decoder, parser, width, *, feature, shuffle, seed, drop_remainder,
-    shuffle_buffer, cycle_length, pad_to_width, length_buckets=None,
+    shuffle_buffer, cycle_length, pad_to_width, length_buckets=None, image_major=False,
 ) -> tf.data.Dataset:
     """The "all" mode, vectorised: windows of images -> their caption rows -> batches.
 
     A window of up to ``WINDOW_BATCHES * batch_size`` serialized records is parsed in one
     ``parse_example`` call (features stay in the stored dtype); its non-empty captions become
-    rows (image index, ids), shuffled within the window by a seeded ``Dataset.random`` draw
-    (new each iteration). A ``scan`` carries the rows that do not fill a batch (with their
-    feature rows) into the next window, and a flushing end marker emits the last partial
-    batch, so every batch but the last holds exactly ``batch_size`` rows. Each batch is then
-    one gather from its window's features + one cast to float32: the feature bytes are
-    written once per caption row, with no per-image datasets (``flat_map`` of one small
-    dataset per image cost ~0.75 ms per image) and no per-row elements.
+    rows (image index, ids). Caption-major: rows shuffled within the window by a seeded
+    ``Dataset.random`` draw (new each iteration), so one image's captions land in different
+    batches. Image-major: the window's images are shuffled and each image's rows stay
+    together, in caption order. A ``scan`` carries the rows that do not fill a batch (with
+    their images' feature rows, once per image) into the next window, and a flushing end
+    marker emits the last partial batch, so every batch but the last holds exactly
+    ``batch_size`` rows. Each batch is then one gather from its window's features: per row
+    (caption-major) or per distinct image (image-major, plus ``image_index``). There are no
+    per-image datasets (``flat_map`` of one small dataset per image cost ~0.75 ms per image)
+    and no per-row elements.
     """
     window = min(shuffle_buffer, WINDOW_BATCHES * batch_size) if shuffle else WINDOW_BATCHES * batch_size
     window = max(window, batch_size)
@@ -156,23 +179,37 @@ def _all_captions(
     else:
         ds = ds.map(lambda records: (records, tf.constant(0, tf.int64)))
 
+    def reorder(order, *tensors):
+        return tuple(tf.gather(t, order) for t in tensors)
+
     def expand(records, draw):
         decoded = decoder.decode_batch(records)
+        source = decoded[feature]
         image, ids, lengths = parser.caption_rows(decoded["caption_ids"], width)
+        images = tf.shape(source)[0]
+        if image_major:
+            # Sort key per row: (bucket of the image's longest caption in a seeded random
+            # bucket order, random image rank); a stable sort keeps each image's captions
+            # together and in order.
+            key = tf.zeros([images], tf.float32)
+            if shuffle:
+                key = tf.random.stateless_uniform([images], seed=tf.stack([draw, tf.constant(0, tf.int64)]))
+            if length_buckets is not None:
+                longest = tf.math.unsorted_segment_max(lengths, image, images)
+                key += 2.0 * tf.cast(_bucket_rank(widths, longest, draw), tf.float32)
+            if shuffle or length_buckets is not None:
+                image, ids, lengths = reorder(tf.argsort(tf.gather(key, image), stable=True), image, ids, lengths)
+            return source, image, ids, lengths, tf.constant(False)
         if shuffle:
             # Spreads the ~5 captions of one image over different batches.
             noise = tf.random.stateless_uniform(tf.shape(image), seed=tf.stack([draw, tf.constant(0, tf.int64)]))
-            order = tf.argsort(noise)
-            image, ids, lengths = tf.gather(image, order), tf.gather(ids, order), tf.gather(lengths, order)
+            image, ids, lengths = reorder(tf.argsort(noise), image, ids, lengths)
         if length_buckets is not None:
             # Group the (shuffled) rows by bucket, buckets in a seeded random order per window;
             # a stable sort keeps the shuffled order inside a bucket.
-            bucket = tf.searchsorted(widths, lengths, side="left")
-            rank = tf.argsort(tf.random.stateless_uniform(
-                [tf.size(widths)], seed=tf.stack([draw, tf.constant(1, tf.int64)])))
-            order = tf.argsort(tf.gather(rank, bucket), stable=True)
-            image, ids, lengths = tf.gather(image, order), tf.gather(ids, order), tf.gather(lengths, order)
-        return decoded[feature], image, ids, lengths, tf.constant(False)
+            order = tf.argsort(_bucket_rank(widths, lengths, draw), stable=True)
+            image, ids, lengths = reorder(order, image, ids, lengths)
+        return source, image, ids, lengths, tf.constant(False)
 
     ds = ds.map(expand, num_parallel_calls=AUTOTUNE, deterministic=True)
     source_spec, image_spec, ids_spec, lengths_spec, _ = ds.element_spec
@@ -185,21 +222,20 @@ def _all_captions(
 
     def cut(carry, window_rows):
         """Prepend the carried rows; emit the full batches (all rows at the end), carry the rest."""
-        carry_source, carry_ids, carry_lengths = carry
+        carry_source, carry_image, carry_ids, carry_lengths = carry
         source, image, ids, lengths, last = window_rows
-        carried = tf.shape(carry_ids)[0]
+        image = tf.concat([carry_image, image + tf.shape(carry_source)[0]], axis=0)
         source = tf.concat([carry_source, source], axis=0)
-        image = tf.concat([tf.range(carried), image + carried], axis=0)
         ids = tf.concat([carry_ids, ids], axis=0)
         lengths = tf.concat([carry_lengths, lengths], axis=0)
         total = tf.shape(image)[0]
         used = total if not drop_remainder else total // batch_size * batch_size
         used = tf.where(last, used, total // batch_size * batch_size)
-        rest = tf.gather(source, image[used:])
+        kept, rest_image = tf.unique(image[used:])  # carried feature rows: once per image
         out = (source, image[:used], ids[:used], lengths[:used])
-        return (rest, ids[used:], lengths[used:]), out
+        return (tf.gather(source, kept), rest_image, ids[used:], lengths[used:]), out
 
-    initial = (empty(source_spec), empty(ids_spec), empty(lengths_spec))
+    initial = (empty(source_spec), empty(image_spec), empty(ids_spec), empty(lengths_spec))
     ds = ds.scan(initial, cut)
 
     def batches(source, image, ids, lengths):
@@ -213,14 +249,28 @@ def _all_captions(
                 captions = captions[:, : tf.gather(widths, tf.searchsorted(widths, [longest])[0])]
             elif not pad_to_width:
                 captions = captions[:, : tf.reduce_max(lengths[rows])]
-            return {"features": tf.cast(tf.gather(source, image[rows]), tf.float32), "captions": captions}
+            if image_major:
+                distinct, image_index = tf.unique(image[rows])
+                return {"features": tf.gather(source, distinct), "image_index": image_index, "captions": captions}
+            return {"features": tf.gather(source, image[rows]), "captions": captions}
 
         return starts.map(one_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
 
     ds = ds.flat_map(batches)
     if drop_remainder:
-        ds = ds.map(lambda batch: {k: tf.ensure_shape(v, [batch_size, *v.shape[1:]]) for k, v in batch.items()})
+        def static(batch):
+            fixed = {k: v for k, v in batch.items() if not (image_major and k == "features")}
+            return {**batch, **{k: tf.ensure_shape(v, [batch_size, *v.shape[1:]]) for k, v in fixed.items()}}
+
+        ds = ds.map(static)
     return ds.prefetch(AUTOTUNE)
+
+
+def _bucket_rank(widths, lengths, draw):
+    """Each length's bucket, as its rank in a seeded random order of the buckets (new per window)."""
+    bucket = tf.searchsorted(widths, lengths, side="left")
+    rank = tf.argsort(tf.random.stateless_uniform([tf.size(widths)], seed=tf.stack([draw, tf.constant(1, tf.int64)])))
+    return tf.gather(rank, bucket)
 
 
 def _bucket_widths(length_buckets, width: int):
@@ -313,7 +363,7 @@ def _decoder_for(files: list[str], keys) -> ExampleDecoder:
             f"{files[0]}: empty shard and no {MANIFEST_NAME} beside it; rerun the features step"
         )
     probe = ExampleDecoder()(first)
-    return ExampleDecoder(None, probe["grid"].shape, probe["pooled"].shape[0], keys=keys)
+    return ExampleDecoder(None, probe["grid"].shape, probe["grid"].shape[1], keys=keys)
 
 
 def _longest_caption(files: list[str]) -> int:

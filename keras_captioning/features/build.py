@@ -12,9 +12,9 @@ import os
 from keras_captioning.config import ExperimentConfig
 from keras_captioning.data.loaders import load_dataset
 from keras_captioning.data.records import collect_skips
+from keras_captioning.data.shards import damaged_shards, read_manifest
 from keras_captioning.data.splits import select_and_split
 from keras_captioning.data.synthetic import generate_synthetic
-from keras_captioning.data.tfrecords import damaged_shards, read_manifest
 from keras_captioning.data.vocab import Vocabulary
 from keras_captioning.errors import CaptioningError
 

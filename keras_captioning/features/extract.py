@@ -43,7 +43,8 @@ import keras
 import numpy as np
 
 from keras_captioning import __version__
-from keras_captioning.data.tfrecords import FORMAT_VERSION, GRID_DTYPES, MANIFEST_FORMAT, shard_problem
+from keras_captioning.data.shards import shard_problem
+from keras_captioning.data.tfrecords import FORMAT_VERSION, GRID_DTYPES, MANIFEST_FORMAT
 from keras_captioning.data.vocab import check_max_length
 from keras_captioning.errors import CaptioningError
 from keras_captioning.features.backbones import (
@@ -97,7 +98,7 @@ def extract_features(records, vocab, out_dir, backbone: str = "inception_v3", we
         image_size: square input side; None = the backbone default.
         batch_size: images per CNN batch.
         shard_size: images per shard.
-        dtype: grid and pooled storage dtype, "float16" (half the disk) or "float32".
+        dtype: grid storage dtype, "float16" (half the disk) or "float32".
         num_workers, worker_index: this process writes the shards with ordinal % K == I.
         overwrite: redo this worker's finished shards and replace files of other settings.
         max_length: caption cap in tokens incl. <start>/<end>; None keeps every token.

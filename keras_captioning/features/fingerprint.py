@@ -77,7 +77,7 @@ def is_own_folder(cfg: ExperimentConfig) -> bool:
 
 def decide(cfg: ExperimentConfig, out_dir: str | None = None) -> tuple[str, list[str]]:
     """``("reuse" | "extract" | "refuse", differing settings)`` for ``cfg``'s features folder."""
-    from keras_captioning.data.tfrecords import read_manifest
+    from keras_captioning.data.shards import read_manifest
     from keras_captioning.features.build import features_complete
 
     out_dir = out_dir or cfg.features_dir

@@ -2,14 +2,15 @@
 
 ``manifest.json`` schema (format_version 2)::
 
-    format, format_version, kind  "keras_captioning.features", 2, "final" (worker files: "worker")
+    format, format_version, kind  "keras_captioning.features", 3, "final" (worker files: "worker")
     package_version, created      keras_captioning.__version__, ISO-8601 UTC time
     backbone, alpha               registry name; MobileNet width multiplier or null
     weights, weights_sha256       "imagenet" | "none" | absolute path; sha256 of that file or null
     image_size                    square input side S
     grid_shape, grid_hw           [R, C] regions x channels; [H, W] with H*W = R
     num_regions, feature_dim, pooled_dim
-    dtype, pooled_dtype           grid storage dtype ("float16" | "float32"); pooled's, the same
+    dtype                         grid storage dtype ("float16" | "float32"); the pooled vector
+                                  (pooled_dim = D) is the grid's mean, derived when read
     max_length, longest_caption   caption cap in tokens (incl. <start>/<end>) or null; longest stored
     vocab, vocab_fingerprint, vocab_size   "vocab.json", Vocabulary.fingerprint(), len(vocab)
     shard_size, num_workers
@@ -49,7 +50,7 @@ WORKER_MANIFEST = "manifest.worker-{index}-of-{count}.json"
 RESERVED_MANIFEST_KEYS = frozenset({
     "kind", "format", "format_version", "package_version", "created", "backbone", "alpha", "weights",
     "weights_sha256", "image_size", "grid_shape", "grid_hw", "num_regions", "feature_dim", "pooled_dim",
-    "dtype", "pooled_dtype", "max_length", "longest_caption", "vocab", "vocab_fingerprint", "vocab_size",
+    "dtype", "max_length", "longest_caption", "vocab", "vocab_fingerprint", "vocab_size",
     "shard_size", "num_workers", "counts", "shards", "skipped", "num_skipped", "seconds", "config",
     "config_fingerprint", "plan", "shard_stats", "extra", "worker", "updated", "weights_path",
     "dataset_skipped",
@@ -124,7 +125,6 @@ def finalize_manifest(out_dir, config_fingerprint: str | None = None) -> dict:
         "feature_dim": grid_shape[1],
         "pooled_dim": grid_shape[1],
         "dtype": config["dtype"],
-        "pooled_dtype": config["dtype"],
         "max_length": config["max_length"],
         "longest_caption": max((s["longest_caption"] for s in stats.values()), default=0),
         "vocab": VOCAB_NAME,

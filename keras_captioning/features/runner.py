@@ -40,7 +40,7 @@ class _FeatureRunner:
         @tf.function(reduce_retracing=True)
         def run(images):
             out = model(images, training=False)
-            return tf.cast(out["grid"], storage), tf.cast(out["pooled"], storage)
+            return tf.cast(out["grid"], storage)  # the pooled vector is derived from it when read
 
         self.run = run
 
@@ -93,9 +93,8 @@ def _write_shard(shard: _Shard, out_dir: str, runner: _FeatureRunner, vocab, max
                     batches = runner.images(good, [records[i].image_path for i in good],
                                             [checks[i].use_pil for i in good])
                     for indices, images in batches:
-                        grids, pooled = runner.run(images)
-                        _write_batch(writer, records, indices.numpy(), grids.numpy(), pooled.numpy(),
-                                     vocab, max_length, stats)
+                        grids = runner.run(images)
+                        _write_batch(writer, records, indices.numpy(), grids.numpy(), vocab, max_length, stats)
                         seen.update(indices.numpy().tolist())
                         progress.add(len(indices))
                         counted += len(indices)
@@ -111,9 +110,9 @@ def _write_shard(shard: _Shard, out_dir: str, runner: _FeatureRunner, vocab, max
                     for start in range(0, len(ok), runner.batch_size):
                         chunk = arrays[start:start + runner.batch_size]
                         images = tf.stack([resize_image(a, runner.image_size) for a in chunk])
-                        grids, pooled = runner.run(images)
+                        grids = runner.run(images)
                         _write_batch(writer, records, np.asarray(ok[start:start + runner.batch_size]),
-                                     grids.numpy(), pooled.numpy(), vocab, max_length, stats)
+                                     grids.numpy(), vocab, max_length, stats)
                     if ok:
                         logger.debug("%s: %d image(s) decoded by PIL after TensorFlow refused them", shard.name, len(ok))
             progress.add(len(records) - counted)  # retried and skipped images
@@ -137,7 +136,7 @@ def _write_shard(shard: _Shard, out_dir: str, runner: _FeatureRunner, vocab, max
     return stats
 
 
-def _write_batch(writer, records, indices, grids, pooled, vocab, max_length, stats) -> None:
+def _write_batch(writer, records, indices, grids, vocab, max_length, stats) -> None:
     if not np.isfinite(grids).all():
         bad = records[int(indices[int(np.argmin(np.isfinite(grids).reshape(len(indices), -1).all(axis=1)))])]
         hint = "extract with dtype='float32'" if grids.dtype == np.float16 else "check the backbone weights"
@@ -149,7 +148,7 @@ def _write_batch(writer, records, indices, grids, pooled, vocab, max_length, sta
         ids = [vocab.truncate(seq, max_length) for seq in full]
         stats["truncated_captions"] += sum(len(whole) > len(kept) for whole, kept in zip(full, ids))
         trainable = sum(map(vocab.has_word, ids))
-        writer.write(serialize_example(record.image_id, grids[row], pooled[row], record.captions, ids))
+        writer.write(serialize_example(record.image_id, grids[row], record.captions, ids))
         stats["images"] += 1
         stats["captions"] += len(ids)
         stats["trainable_captions"] += trainable

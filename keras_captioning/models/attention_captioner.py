@@ -9,9 +9,10 @@ from keras_captioning.models.bahdanau_attention import BahdanauAttention
 from keras_captioning.models.caption_model import CaptionModel
 from keras_captioning.models.cnn_encoder import CNNEncoder
 from keras_captioning.models.rnn_decoder import RNNDecoder
+from keras_captioning.ranges import CHOICES
 
 #: Values of ``init_state``: the study's zero state, or a state computed from the image.
-INIT_STATES = ("zeros", "features")
+INIT_STATES = CHOICES[("model", "init_state")]
 
 # With ``unroll=None`` the time loop is unrolled when the number of steps is static
 # and at most this; else tf.scan.
@@ -221,10 +222,16 @@ class AttentionCaptioner(CaptionModel):
             return logits, weights  # (B, T, R) float32
         return logits
 
-    def _run_decoder(self, features, tokens, training):
-        """Teacher-forced recurrence: hidden states (B, T, units), contexts (B, T, E), attention (B, T, R)."""
-        encoded = self.encoder(features)  # (B, R, E)
+    def _run_decoder(self, features, tokens, training, image_index=None):
+        """Teacher-forced recurrence: hidden states (B, T, units), contexts (B, T, E), attention (B, T, R).
+
+        With ``image_index`` (B,), ``features`` holds G distinct images: they are encoded and
+        projected into attention keys once, then repeated to the B caption rows.
+        """
+        encoded = self.encoder(features)  # (B, R, E), or (G, R, E)
         keys = self.attention.project_keys(encoded)  # (B, R, A): once per image, not per step
+        if image_index is not None:
+            encoded, keys = ops.take(encoded, image_index, axis=0), ops.take(keys, image_index, axis=0)
         embedded = self.decoder.embed(tokens, training=training)  # (B, T, E)
         # (E w) W_e + b for all steps at once: only the context part of the cell's
         # input projection depends on the state and stays inside the loop.
@@ -272,7 +279,7 @@ class AttentionCaptioner(CaptionModel):
             weights = tf.transpose(weights, (1, 0, 2))  # (B, T, R)
         return hiddens, contexts, weights
 
-    def compute_loss_logits_and_penalty(self, features, tokens, targets, training=False):
+    def compute_loss_logits_and_penalty(self, features, tokens, targets, training=False, image_index=None):
         """Logits only at real target positions: ``(targets (N,), logits (N, V), penalty)``.
 
         The output layers (the 5000-word softmax dominates) do not feed back into
@@ -280,7 +287,7 @@ class AttentionCaptioner(CaptionModel):
         positions do not count in the loss or the metrics, so loss, gradients and
         metrics are those of the full (B, T, V) logits.
         """
-        hiddens, contexts, attention = self._run_decoder(features, tokens, training)
+        hiddens, contexts, attention = self._run_decoder(features, tokens, training, image_index)
         targets = ops.cast(targets, "int32")
         real = ops.not_equal(targets, self.pad_id)  # (B, T)
         logits = self.decoder.output_logits(

@@ -15,10 +15,15 @@ class CaptionModel(keras.Model):
     float32 (B, T, V), the decoding API and the config attributes ``vocab_size``,
     ``pad_id``, ``start_id``, ``end_id``.
 
-    Batches given to ``fit``/``evaluate`` are dicts ``{"features": (B, ...) float32,
+    Batches given to ``fit``/``evaluate`` are dicts ``{"features": (B, ...) float,
     "captions": (B, L) int32}`` (extra keys such as ``image_id`` are ignored), with
     captions ``[START, w1, ..., END, PAD...]``. Input tokens are ``captions[:, :-1]``,
-    targets ``captions[:, 1:]``; padded targets do not count.
+    targets ``captions[:, 1:]``; padded targets do not count. Features may come in their
+    stored dtype (float16 shards): they are cast inside the step. Image-major batches
+    (``batch_layout="image"``) add ``"image_index": (B,) int32`` and hold each image's
+    features once, ``(G, ...)``: caption row i belongs to ``features[image_index[i]]``, and
+    a model encodes the G images once (``compute_loss_logits_and_penalty``'s
+    ``image_index``).
 
     Logged metrics, accumulated over the epoch (so independent of batching and
     replicas): ``loss``, the optimised objective = cross-entropy summed over real
@@ -57,7 +62,7 @@ class CaptionModel(keras.Model):
         return [self.loss_tracker, self.accuracy_tracker, self.perplexity_tracker]
 
     def _split_batch(self, data):
-        """Batch dict -> (features, tokens (B, L-1), targets (B, L-1))."""
+        """Batch dict -> (features float32, tokens (B, L-1), targets (B, L-1), image_index (B,) or None)."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         if not isinstance(x, dict) or "features" not in x or "captions" not in x:
             raise CaptioningError(
@@ -66,7 +71,8 @@ class CaptionModel(keras.Model):
                 "use keras_captioning.data.pipeline.make_train_dataset"
             )
         captions = ops.cast(x["captions"], "int32")
-        return x["features"], captions[:, :-1], captions[:, 1:]
+        image_index = ops.cast(x["image_index"], "int32") if "image_index" in x else None
+        return ops.cast(x["features"], "float32"), captions[:, :-1], captions[:, 1:], image_index
 
     def compute_logits_and_penalty(self, features, tokens, targets, training=False):
         """Teacher-forced logits (B, T, V) and a float32 scalar regularisation term.
@@ -77,7 +83,7 @@ class CaptionModel(keras.Model):
         logits = self({"features": features, "tokens": tokens}, training=training)
         return logits, ops.zeros((), "float32")
 
-    def compute_loss_logits_and_penalty(self, features, tokens, targets, training=False):
+    def compute_loss_logits_and_penalty(self, features, tokens, targets, training=False, image_index=None):
         """What the loss and the metrics need: ``(targets', logits', penalty)``.
 
         ``targets'`` and ``logits'`` are any matching pair for the masked loss and
@@ -85,13 +91,19 @@ class CaptionModel(keras.Model):
         ``(targets, logits (B, T, V), penalty)``; a model may instead return only
         the real target positions, e.g. ``(N,)`` targets and ``(N, V)`` logits,
         which gives the same loss, gradients and metrics.
+
+        ``image_index`` (B,): ``features`` holds G distinct images and row i of ``tokens``
+        belongs to ``features[image_index[i]]``. This default repeats the feature rows; a
+        model that can do better (encode each image once) overrides it.
         """
+        if image_index is not None:
+            features = ops.take(features, image_index, axis=0)
         logits, penalty = self.compute_logits_and_penalty(features, tokens, targets, training=training)
         return targets, logits, penalty
 
-    def _objective(self, features, tokens, targets, training):
+    def _objective(self, features, tokens, targets, training, image_index=None):
         targets, logits, penalty = self.compute_loss_logits_and_penalty(
-            features, tokens, targets, training=training
+            features, tokens, targets, training=training, image_index=image_index
         )
         ce_sum, num_tokens = masked_ce_sum(targets, logits, self.pad_id)
         penalty = ops.cast(penalty, "float32")
@@ -107,10 +119,10 @@ class CaptionModel(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        features, tokens, targets = self._split_batch(data)
+        features, tokens, targets, image_index = self._split_batch(data)
         with tf.GradientTape() as tape:
             loss_targets, logits, ce_sum, num_tokens, penalty = self._objective(
-                features, tokens, targets, training=True
+                features, tokens, targets, training=True, image_index=image_index
             )
             loss = self._replica_loss(ce_sum, num_tokens, penalty, ops.shape(targets)[0])
             if hasattr(self.optimizer, "scale_loss"):
@@ -120,9 +132,9 @@ class CaptionModel(keras.Model):
         return self._update_metrics(loss_targets, logits, ce_sum, num_tokens, penalty, ops.shape(targets)[0])
 
     def test_step(self, data):
-        features, tokens, targets = self._split_batch(data)
+        features, tokens, targets, image_index = self._split_batch(data)
         loss_targets, logits, ce_sum, num_tokens, penalty = self._objective(
-            features, tokens, targets, training=False
+            features, tokens, targets, training=False, image_index=image_index
         )
         return self._update_metrics(loss_targets, logits, ce_sum, num_tokens, penalty, ops.shape(targets)[0])
 

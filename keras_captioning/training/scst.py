@@ -38,8 +38,9 @@ import tensorflow as tf
 
 from keras_captioning.decoding import _common  # the decoders' graph loop and log-softmax
 from keras_captioning.errors import CaptioningError
+from keras_captioning.ranges import CHOICES
 
-BASELINES = ("greedy", "mean")
+BASELINES = CHOICES[("train", "scst_baseline")]
 LOGGED = ("loss", "reward", "baseline", "advantage", "length", "entropy")
 
 

@@ -68,7 +68,7 @@ def _epoch_datasets(cfg: ExperimentConfig, feature: str, first_epoch: int, steps
         part = make_train_dataset(
             pattern, cfg.train.batch_size, feature=feature, caption_mode=cfg.train.caption_mode,
             shuffle=True, seed=cfg.train.seed + epoch, shuffle_buffer=cfg.train.shuffle_buffer,
-            max_length=max_length, length_buckets=cfg.train.length_buckets,
+            max_length=max_length, length_buckets=cfg.train.length_buckets, batch_layout=cfg.train.batch_layout,
         ).take(steps)
         ds = part if ds is None else ds.concatenate(part)
     return ds
@@ -226,7 +226,7 @@ def _shard_read_error(err: Exception, features_dir: str, run_dir: str) -> Except
     """``err`` as a CaptioningError naming the damaged shard when it is a read error."""
     import glob
 
-    from keras_captioning.data.tfrecords import shard_read_error
+    from keras_captioning.data.shards import shard_read_error
 
     return shard_read_error(err, sorted(glob.glob(_shard_pattern(features_dir, "*"))),
                             "extract the features again (features --overwrite), then train with "

@@ -1,0 +1,163 @@
+"""2. Training step: real target tokens/s of optimizer steps."""
+
+from __future__ import annotations
+
+from benchmarks.harness import Context, Result, build_models, compare, median, random_captions, rates, timed
+
+
+def bench_train(ctx: Context) -> list[Result]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks import study_pipeline as sp
+
+    s = ctx.sizes
+    ours, encoder, decoder = build_models(ctx, seed=0)
+    rng = np.random.default_rng(2)
+    features = tf.constant(rng.standard_normal((s.train_batch, s.regions, s.feature_dim), dtype=np.float32))
+    captions = random_captions(rng, s.train_batch, s.max_length, s.vocab_size)
+    real_tokens = int((captions[:, 1:] != 0).sum())
+    captions = tf.constant(captions)
+    batch = {"features": features, "captions": captions}
+    step = sp.make_study_train_step(encoder, decoder, keras.optimizers.Adam(4e-4))
+
+    def run_ours():
+        for _ in range(s.train_steps):
+            logs = ours.train_on_batch(batch, return_dict=True)
+        return logs
+
+    def run_study():
+        for _ in range(s.train_steps):
+            loss, _ = step(features, captions)
+        return float(loss.numpy())
+
+    t_ours, _ = timed(run_ours)  # the first call traces: reported, not counted
+    t_study, _ = timed(run_study)
+    # One more untimed call each: the first steps after tracing are still slow (allocator, caches).
+    ours_s, study_s = compare(run_ours, run_study, ctx.reps, warmup=True)
+    work = s.train_steps * real_tokens
+    notes = (f"batch {s.train_batch}, captions padded to {s.max_length} tokens, {real_tokens} real target "
+             f"tokens per batch, vocab {s.vocab_size}, embedding {s.embedding_dim}, units {s.units}, "
+             f"{s.regions}x{s.feature_dim} regions, {s.train_steps} steps per rep; first call (trace) "
+             f"ours {t_ours:.1f}s, study {t_study:.1f}s; ours: train_on_batch, jit_compile=False")
+    return [Result("train", "2a. training step, T=20", "tokens/s", median(rates(work, ours_s)),
+                   median(rates(work, study_s)), 2.0, True, rates(work, ours_s), rates(work, study_s), notes)]
+
+
+def bench_train_lengths(ctx: Context) -> list[Result]:
+    """Training at real caption lengths: each side batches the same captions its own way.
+
+    Ours: the trainer's fast path read from shards (image-major batches, length buckets,
+    float16 features cast in the step). The study: one float32 feature row per caption and
+    every batch padded to the longest caption of the set. Both train on the same captions;
+    real target tokens per second count words + <end>, never padding.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks import study_pipeline as sp
+    from benchmarks.lengths import summary, write_length_shards
+    from keras_captioning.data.pipeline import make_train_dataset
+    from keras_captioning.data.shards import read_manifest
+
+    s = ctx.sizes
+    out = write_length_shards(f"{ctx.work}/length-shards", s.length_images, s.regions, s.feature_dim, seed=5,
+                              vocab_size=s.vocab_size, histogram=ctx.lengths)
+    longest = int(read_manifest(out)["longest_caption"])
+    buckets = tuple(w for w in (10, 13, 16, 20, 26) if w < longest) or None
+    pattern = f"{out}/train-*-of-*.tfrecord"
+    ours_batches = list(make_train_dataset(pattern, s.train_batch, seed=1, shuffle_buffer=s.length_images,
+                                           max_length=longest, length_buckets=buckets, batch_layout="image",
+                                           drop_remainder=True))
+    # The study's batches: the same captions, each with its own float32 feature row, padded to the longest.
+    rows = [(b["features"].numpy()[i], c) for b in ours_batches
+            for i, c in zip(b["image_index"].numpy(), b["captions"].numpy())]
+    order = np.random.default_rng(6).permutation(len(rows))
+    study_batches = []
+    for start in range(0, len(order) - s.train_batch + 1, s.train_batch):
+        chunk = [rows[j] for j in order[start:start + s.train_batch]]
+        captions = np.zeros((s.train_batch, longest), np.int32)
+        for r, (_, c) in enumerate(chunk):
+            captions[r, :len(c)] = c
+        study_batches.append((tf.constant(np.stack([f for f, _ in chunk]).astype(np.float32)), tf.constant(captions)))
+    real_ours = sum(int((b["captions"].numpy()[:, 1:] != 0).sum()) for b in ours_batches)
+    real_study = sum(int((c.numpy()[:, 1:] != 0).sum()) for _, c in study_batches)
+    assert real_ours == real_study, (real_ours, real_study)  # the same captions on both sides
+
+    ours, encoder, decoder = build_models(ctx, seed=0)
+    step = sp.make_study_train_step(encoder, decoder, keras.optimizers.Adam(4e-4))
+
+    def run_ours():
+        for batch in ours_batches:
+            logs = ours.train_on_batch(batch, return_dict=True)
+        return logs
+
+    def run_study():
+        for features, captions in study_batches:
+            loss, _ = step(features, captions)
+        return float(loss.numpy())
+
+    t_ours, _ = timed(run_ours)  # traces every bucket width: reported, not counted
+    t_study, _ = timed(run_study)
+    ours_s, study_s = compare(run_ours, run_study, ctx.reps, warmup=True)
+    ours_rate, study_rate = median(rates(real_ours, ours_s)), median(rates(real_study, study_s))
+    images = sum(int(b["features"].shape[0]) for b in ours_batches)
+    widths = sorted({int(b["captions"].shape[1]) for b in ours_batches})
+    flops = useful_flops(s, real_ours, images) / median(ours_s)
+    peak = matmul_peak()
+    notes = (f"caption lengths drawn from {'the given table' if ctx.lengths else 'Flickr8k train'} "
+             f"({summary(ctx.lengths or _default_lengths())}); {len(ours_batches)} batches of {s.train_batch} "
+             f"captions = {real_ours} real target tokens per rep; ours image-major ({images} images for "
+             f"{len(ours_batches) * s.train_batch} captions), bucket widths used {widths}, {sum(b['captions'].shape[1] - 1 for b in ours_batches)} "
+             f"recurrent steps per rep; the study padded to {longest} tokens "
+             f"({len(study_batches) * (longest - 1)} steps); first pass (traces) ours {t_ours:.1f}s, study "
+             f"{t_study:.1f}s; ours reach {flops / 1e9:.1f} GFLOP/s of useful work (real tokens, forward + "
+             f"backward) = {flops / peak:.0%} of this machine's measured float32 matmul peak ({peak / 1e9:.0f} GFLOP/s)")
+    return [Result("train", "2b. training step, real lengths", "tokens/s", ours_rate, study_rate, 5.0, True,
+                   rates(real_ours, ours_s), rates(real_study, study_s), notes)]
+
+
+def _default_lengths():
+    from benchmarks.lengths import FLICKR8K_TRAIN
+
+    return FLICKR8K_TRAIN
+
+
+def useful_flops(s, real_tokens: int, images: int) -> float:
+    """FLOPs of one training pass (forward + backward ~ 3x forward) over the real tokens only.
+
+    Per image: the encoder (R x D -> E) and the attention keys (E -> A) once. Per real target
+    token: the query W2 h (U x A), scores (R x A) and context (R x E), the GRU (inputs [context;
+    word] 2E -> 3U, recurrent U -> 3U), and the output layers (U -> U -> V).
+    """
+    r, d, e, u, v = s.regions, s.feature_dim, s.embedding_dim, s.units, s.vocab_size
+    a = s.units  # attention units = units in these benchmarks
+    per_image = r * d * e + r * e * a
+    per_token = u * a + 2 * r * a + r * e + 2 * e * 3 * u + u * 3 * u + u * u + u * v
+    return 3 * 2 * (images * per_image + real_tokens * per_token)
+
+
+def matmul_peak(size: int = 1024, reps: int = 20) -> float:
+    """This machine's float32 matmul FLOP/s (median of a few timed 1024^3 products)."""
+    import statistics
+    import time
+
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+
+    @tf.function
+    def product(x):
+        for _ in range(reps):
+            x = tf.matmul(x, a) * 1e-3
+        return x
+
+    product(a).numpy()
+    seconds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        product(a).numpy()
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 * reps / statistics.median(seconds)
