@@ -61,6 +61,16 @@ class CaptionModel(keras.Model):
         # Listed here so Keras resets them at each epoch and logs them.
         return [self.loss_tracker, self.accuracy_tracker, self.perplexity_tracker]
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a tf.distribute strategy Keras 3 builds the model from a first batch it
+        # all-reduces across replicas; MultiWorkerMirroredStrategy cannot reduce a dict batch
+        # ("unsupported type <class 'dict'>"). With every layer and the optimizer already
+        # built (the trainer builds both in the strategy scope) there is nothing to build.
+        if all(layer.built for layer in self._flatten_layers()) and (
+                self.optimizer is None or self.optimizer.built):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _split_batch(self, data):
         """Batch dict -> (features float32, tokens (B, L-1), targets (B, L-1), image_index (B,) or None)."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -116,7 +126,12 @@ class CaptionModel(keras.Model):
         self.loss_tracker.update_state(ce_sum, num_tokens, penalty, num_images)
         self.accuracy_tracker.update_state(correct / ops.maximum(num_tokens, 1.0), sample_weight=num_tokens)
         self.perplexity_tracker.update_state(ce_sum, num_tokens)
-        return {m.name: m.result() for m in self.metrics}
+        logs = {m.name: m.result() for m in self.metrics}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces a step's logs across workers with a mean over axis 0, which a
+            # scalar does not have. The epoch's logs are read from the metrics themselves.
+            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         features, tokens, targets, image_index = self._split_batch(data)

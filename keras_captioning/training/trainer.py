@@ -103,6 +103,42 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
         from keras_captioning.training.scst_stage import train_scst
 
         return train_scst(cfg, resume=resume, overwrite=overwrite)
+    # First, before any TensorFlow op: MultiWorkerMirroredStrategy configures the runtime.
+    strategy = _strategy(cfg.train.strategy)
+    if cfg.train.strategy == "multiworker":
+        _check_features_ready(cfg)
+    if strategy.extended.should_checkpoint:
+        info = open_run_dir(cfg.run_dir, resume, overwrite)
+        return _train(cfg, strategy, cfg.run_dir, info)
+    # A worker other than the chief (MultiWorkerMirroredStrategy) runs the same steps and
+    # callbacks, which take part in collective ops, but writes into a folder of its own that
+    # is removed at the end; it resumes from the chief's run directory (a shared filesystem).
+    import shutil
+    import tempfile
+
+    info = RunDirectory(cfg.run_dir).info() if resume else None
+    scratch = tempfile.mkdtemp(prefix="keras_captioning-worker-")
+    try:
+        _train(cfg, strategy, scratch, info, resume_from=cfg.run_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return cfg.run_dir
+
+
+def _check_features_ready(cfg: ExperimentConfig) -> None:
+    """Multi-worker training reads features; it never extracts them (workers would race)."""
+    from keras_captioning.features.fingerprint import decide
+
+    decision, changed = decide(cfg)
+    if decision != "reuse":
+        why = "; ".join(changed) if changed else "missing or incomplete"
+        raise CaptioningError(
+            f"{cfg.features_dir}: train.strategy=multiworker needs finished features on every worker "
+            f"({why}); run `python -m keras_captioning features --config ...` there first")
+
+
+def _train(cfg: ExperimentConfig, strategy, run_dir: str, info: dict | None, resume_from: str | None = None) -> str:
+    """The training run itself, written into ``run_dir`` (resumed from ``resume_from`` or it)."""
     import keras
 
     from keras_captioning.data.pipeline import count_examples, make_eval_dataset, make_train_dataset
@@ -112,12 +148,10 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
     from keras_captioning.training import callbacks as cb
     from keras_captioning.training.precision import set_policy
 
-    run_dir = cfg.run_dir
     state = None
-    info = open_run_dir(run_dir, resume, overwrite)
     resume = info is not None
     if resume and info.get("model_type") != cfg.model.type:
-        raise CaptioningError(f"{run_dir}: holds a '{info.get('model_type')}' model, not "
+        raise CaptioningError(f"{resume_from or run_dir}: holds a '{info.get('model_type')}' model, not "
                               f"model.type='{cfg.model.type}'")
 
     # The policy must be set before any layer is built.
@@ -137,11 +171,10 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
     # Seeds the weight initialisation (and Python/NumPy) so a run is repeatable; the data
     # order is seeded separately, per epoch.
     keras.utils.set_random_seed(cfg.train.seed)
-    strategy = _strategy(cfg.train.strategy)
     with strategy.scope():
         if resume:
-            model, state = cb.load_resume_point(run_dir)  # last.keras, else the one before it
-            log.info("resumed %s at epoch %d (optimizer step %d)", run_dir, int(state["next_epoch"]),
+            model, state = cb.load_resume_point(resume_from or run_dir)  # last.keras, else the one before
+            log.info("resumed %s at epoch %d (optimizer step %d)", resume_from or run_dir, int(state["next_epoch"]),
                      int(model.optimizer.iterations.numpy()))
         else:
             model = build_model(cfg, len(vocab), manifest["grid_shape"], {
@@ -150,6 +183,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
                 optimizer=keras.optimizers.Adam(cfg.train.learning_rate, clipnorm=cfg.train.clipnorm),
                 jit_compile=cfg.train.jit_compile,
             )
+        model.optimizer.build(model.trainable_variables)  # in the scope: one slot per replica set
 
     first_epoch = int(state["next_epoch"]) if state else 0
     if first_epoch >= cfg.train.epochs:
