@@ -65,8 +65,11 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
     s = ctx.sizes
     out = write_length_shards(f"{ctx.work}/length-shards", s.length_images, s.regions, s.feature_dim, seed=5,
                               vocab_size=s.vocab_size, histogram=ctx.lengths)
-    longest = int(read_manifest(out)["longest_caption"])
-    buckets = tuple(w for w in (10, 13, 16, 20, 26) if w < longest) or None
+    # Both sides pad as they would over the whole caption set the lengths are drawn from:
+    # the study to its longest caption (<start> + words + <end>), ours to the buckets below it.
+    histogram = ctx.lengths or _default_lengths()
+    longest = max(int(read_manifest(out)["longest_caption"]), max(map(int, histogram)) + 2)
+    buckets = tuple(w for w in BUCKETS if w < longest) or None
     pattern = f"{out}/train-*-of-*.tfrecord"
     ours_batches = list(make_train_dataset(pattern, s.train_batch, seed=1, shuffle_buffer=s.length_images,
                                            max_length=longest, length_buckets=buckets, batch_layout="image",
@@ -111,12 +114,15 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
              f"({summary(ctx.lengths or _default_lengths())}); {len(ours_batches)} batches of {s.train_batch} "
              f"captions = {real_ours} real target tokens per rep; ours image-major ({images} images for "
              f"{len(ours_batches) * s.train_batch} captions), bucket widths used {widths}, {sum(b['captions'].shape[1] - 1 for b in ours_batches)} "
-             f"recurrent steps per rep; the study padded to {longest} tokens "
+             f"recurrent steps per rep; the study padded to the set's longest caption, {longest} tokens "
              f"({len(study_batches) * (longest - 1)} steps); first pass (traces) ours {t_ours:.1f}s, study "
              f"{t_study:.1f}s; ours reach {flops / 1e9:.1f} GFLOP/s of useful work (real tokens, forward + "
              f"backward) = {flops / peak:.0%} of this machine's measured float32 matmul peak ({peak / 1e9:.0f} GFLOP/s)")
     return [Result("train", "2b. training step, real lengths", "tokens/s", ours_rate, study_rate, 5.0, True,
                    rates(real_ours, ours_s), rates(real_study, study_s), notes)]
+
+
+BUCKETS = (8, 10, 12, 14, 16, 18, 20, 23, 26, 30)  # train.length_buckets in tokens; the README's advice
 
 
 def _default_lengths():

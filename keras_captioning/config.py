@@ -75,6 +75,7 @@ class TrainConfig:
     caption_mode: str = "all"  # all: one example per (image, caption), as in the study | random
     batch_layout: str = "caption"  # caption: one feature row per caption row (the study's) | image:
     #   an image's captions together, its features read and encoded once per batch (seq_per_img)
+    cache_features: str = "off"  # on: hold the train split's features in memory; auto: when <= 4 GiB
     shuffle_buffer: int = 10000
     seed: int = 0
     mixed_precision: str = "auto"  # auto (mixed_float16 when a GPU is present) | on | off
@@ -312,6 +313,9 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
         raise CaptioningError(f"{source}: train.batch_layout=image needs train.caption_mode=all and "
                               "train.strategy=default (a batch's feature rows are shared by its caption rows, "
                               "so it cannot be split across replicas)")
+    if cfg.train.cache_features == "on" and (cfg.train.caption_mode != "all" or cfg.train.strategy != "default"):
+        raise CaptioningError(f"{source}: train.cache_features=on needs train.caption_mode=all and "
+                              "train.strategy=default")
     if cfg.train.objective == "scst" and not cfg.train.init_from:
         raise CaptioningError(f"{source}: train.objective=scst needs train.init_from=<run directory of a "
                               "cross-entropy run> (its checkpoints/best.keras starts the fine-tuning)")

@@ -44,6 +44,7 @@ CHOICES = {
     ("model", "init_state"): ("zeros", "features"),
     ("train", "caption_mode"): ("all", "random"),
     ("train", "batch_layout"): ("caption", "image"),
+    ("train", "cache_features"): ("off", "auto", "on"),
     ("train", "mixed_precision"): ("auto", "on", "off"),
     ("train", "strategy"): ("default", "mirrored", "multiworker"),
     ("train", "select_on"): ("CIDEr-D", "BLEU-4", "val_loss"),

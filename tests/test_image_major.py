@@ -109,11 +109,12 @@ def test_bad_layouts_are_refused(shards):
 
 
 @pytest.mark.slow  # three short training runs
-def test_resume_is_exact_with_image_major_buckets(tmp_path):
+@pytest.mark.parametrize("cache", ["off", "on"])  # streamed, or held in memory (test_feature_cache.py)
+def test_resume_is_exact_with_image_major_buckets(tmp_path, cache):
     from keras_captioning.training.trainer import train
     from tests.helpers import smoke_config
 
-    extra = {"train.batch_layout": "image", "train.length_buckets": "[6, 9]"}
+    extra = {"train.batch_layout": "image", "train.length_buckets": "[6, 9]", "train.cache_features": cache}
     train(smoke_config(tmp_path, run="straight", **{"train.epochs": 2}, **extra))
     train(smoke_config(tmp_path, run="resumed", **{"train.epochs": 1}, **extra))
     train(smoke_config(tmp_path, run="resumed", **{"train.epochs": 2}, **extra), resume=True)

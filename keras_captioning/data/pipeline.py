@@ -28,7 +28,7 @@ import os
 
 import tensorflow as tf
 
-from keras_captioning.data.shards import read_manifest
+from keras_captioning.data.shards import decoder_for, read_manifest, shard_files
 from keras_captioning.data.tfrecords import (
     KEY_CAPTION_LENGTHS,
     MANIFEST_NAME,
@@ -58,6 +58,7 @@ def make_train_dataset(
     cycle_length: int = 4,
     length_buckets=None,
     batch_layout: str = "caption",
+    cache=None,
 ) -> tf.data.Dataset:
     """Batches of ``{"features": (B, R, D) | (B, D), "captions": int32 (B, L)}``.
 
@@ -94,6 +95,8 @@ def make_train_dataset(
             row, an image's captions spread over batches. "image" (self-critical.pytorch's
             ``seq_per_img``): an image's captions come together and its features are read,
             cast and encoded once per batch (an image split by a batch boundary is in both).
+        cache: "all" mode only: a ``FeatureCache`` of these shards (``data/feature_cache.py``)
+            to read from memory instead of the files; each epoch then shuffles all images.
 
     Captions are ``[<start> ... <end>]`` right-padded with 0.
     """
@@ -103,9 +106,11 @@ def make_train_dataset(
         raise CaptioningError(f"batch_layout: must be one of {BATCH_LAYOUTS}, got {batch_layout!r}")
     if batch_layout == "image" and caption_mode != "all":
         raise CaptioningError("batch_layout='image' needs caption_mode='all' (every caption of an image)")
+    if cache is not None and caption_mode != "all":
+        raise CaptioningError("cache: needs caption_mode='all'")
     _check_batch_size(batch_size)
-    files = _shard_files(shard_pattern)
-    decoder = _decoder_for(files, keys=(feature,))
+    files = shard_files(shard_pattern)
+    decoder = decoder_for(files, keys=(feature,))
     parser = ExampleParser(feature, max_length=max_length)
 
     if caption_mode == "all":
@@ -114,7 +119,7 @@ def make_train_dataset(
             files, batch_size, decoder, parser, width, feature=feature, shuffle=shuffle, seed=seed,
             drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer, cycle_length=cycle_length,
             pad_to_width=max_length is not None, length_buckets=_bucket_widths(length_buckets, width),
-            image_major=batch_layout == "image",
+            image_major=batch_layout == "image", cache=cache,
         )
 
     ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length)
@@ -148,7 +153,7 @@ def make_train_dataset(
 
 def _all_captions(
     files, batch_size, decoder, parser, width, *, feature, shuffle, seed, drop_remainder,
-    shuffle_buffer, cycle_length, pad_to_width, length_buckets=None, image_major=False,
+    shuffle_buffer, cycle_length, pad_to_width, length_buckets=None, image_major=False, cache=None,
 ) -> tf.data.Dataset:
     """The "all" mode, vectorised: windows of images -> their caption rows -> batches.
 
@@ -163,15 +168,23 @@ def _all_captions(
     ``batch_size`` rows. Each batch is then one gather from its window's features: per row
     (caption-major) or per distinct image (image-major, plus ``image_index``). There are no
     per-image datasets (``flat_map`` of one small dataset per image cost ~0.75 ms per image)
-    and no per-row elements.
+    and no per-row elements. With a ``cache`` the records are image indices (all of them
+    shuffled) and the batch's gather reads the cached features.
     """
     window = min(shuffle_buffer, WINDOW_BATCHES * batch_size) if shuffle else WINDOW_BATCHES * batch_size
     window = max(window, batch_size)
     if length_buckets is not None:
         widths = tf.constant(length_buckets, tf.int32)
-    ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length)
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if cache is None:
+        ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length)
+        if shuffle:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        decode, materialize = decoder.decode_batch, (lambda rows: rows)
+    else:
+        ds = tf.data.Dataset.range(cache.num_images)
+        if shuffle:
+            ds = ds.shuffle(cache.num_images, seed=seed, reshuffle_each_iteration=True)
+        decode, materialize = cache.decode_batch, cache.gather
     ds = ds.batch(window)
     if shuffle:
         draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
@@ -183,7 +196,7 @@ def _all_captions(
         return tuple(tf.gather(t, order) for t in tensors)
 
     def expand(records, draw):
-        decoded = decoder.decode_batch(records)
+        decoded = decode(records)
         source = decoded[feature]
         image, ids, lengths = parser.caption_rows(decoded["caption_ids"], width)
         images = tf.shape(source)[0]
@@ -251,8 +264,9 @@ def _all_captions(
                 captions = captions[:, : tf.reduce_max(lengths[rows])]
             if image_major:
                 distinct, image_index = tf.unique(image[rows])
-                return {"features": tf.gather(source, distinct), "image_index": image_index, "captions": captions}
-            return {"features": tf.gather(source, image[rows]), "captions": captions}
+                return {"features": materialize(tf.gather(source, distinct)), "image_index": image_index,
+                        "captions": captions}
+            return {"features": materialize(tf.gather(source, image[rows])), "captions": captions}
 
         return starts.map(one_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
 
@@ -293,8 +307,8 @@ def make_eval_dataset(shard_pattern, batch_size: int, feature: str = "grid") -> 
     ``references`` rows are padded with ``""`` up to the largest K in the batch.
     """
     _check_batch_size(batch_size)
-    files = _shard_files(shard_pattern)
-    decoder = _decoder_for(files, keys=(feature,))
+    files = shard_files(shard_pattern)
+    decoder = decoder_for(files, keys=(feature,))
     parser = ExampleParser(feature)
     ds = tf.data.TFRecordDataset(files)
     ds = ds.map(decoder, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -329,41 +343,6 @@ def count_examples(manifest: dict, split: str, caption_mode: str = "all") -> int
 def _check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CaptioningError(f"batch_size: must be a positive integer, got {batch_size!r}")
-
-
-def _shard_files(shard_pattern) -> list[str]:
-    """Sorted shard paths of a glob (or the given list), never half-written temp files."""
-    if isinstance(shard_pattern, (list, tuple)):
-        files = sorted(os.fspath(f) for f in shard_pattern)
-        missing = [f for f in files if not tf.io.gfile.exists(f)]
-        if missing:
-            raise CaptioningError(f"{missing[0]}: shard file not found")
-    else:
-        files = sorted(tf.io.gfile.glob(os.fspath(shard_pattern)))
-    files = [f for f in files if ".tmp-" not in os.path.basename(f)]
-    if not files:
-        raise CaptioningError(
-            f"{shard_pattern}: no TFRecord shards match; run the features step first "
-            "(python -m keras_captioning features)"
-        )
-    return files
-
-
-def _decoder_for(files: list[str], keys) -> ExampleDecoder:
-    """A decoder with the stored dtype and static shapes, from the manifest or the first record."""
-    directory = os.path.dirname(files[0])
-    if os.path.isfile(os.path.join(directory, MANIFEST_NAME)):
-        manifest = read_manifest(directory)
-        return ExampleDecoder(
-            manifest["dtype"], manifest["grid_shape"], manifest.get("pooled_dim"), keys=keys
-        )
-    first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None)
-    if first is None:
-        raise CaptioningError(
-            f"{files[0]}: empty shard and no {MANIFEST_NAME} beside it; rerun the features step"
-        )
-    probe = ExampleDecoder()(first)
-    return ExampleDecoder(None, probe["grid"].shape, probe["grid"].shape[1], keys=keys)
 
 
 def _longest_caption(files: list[str]) -> int:

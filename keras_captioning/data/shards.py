@@ -3,7 +3,8 @@
 ``read_manifest(dir)`` loads ``<dir>/manifest.json`` (written by ``features/manifests.py``,
 which documents its schema) and checks what readers rely on; ``shard_problem`` /
 ``damaged_shards`` compare shards with the sizes and checksums the manifest recorded;
-``shard_read_error`` turns TensorFlow's "corrupted record" into a message naming the file.
+``shard_read_error`` turns TensorFlow's "corrupted record" into a message naming the file;
+``shard_files`` lists a split's shards and ``decoder_for`` makes their ``ExampleDecoder``.
 The record format itself is ``data/tfrecords.py``.
 """
 
@@ -14,7 +15,13 @@ import os
 
 import tensorflow as tf
 
-from keras_captioning.data.tfrecords import FORMAT_VERSION, GRID_DTYPES, MANIFEST_FORMAT, MANIFEST_NAME
+from keras_captioning.data.tfrecords import (
+    FORMAT_VERSION,
+    GRID_DTYPES,
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    ExampleDecoder,
+)
 from keras_captioning.errors import CaptioningError
 from keras_captioning.utils import sha256_file
 
@@ -140,3 +147,38 @@ def _listdir(directory) -> list[str]:
         return sorted(os.listdir(directory))
     except OSError:
         return []
+
+
+def shard_files(shard_pattern) -> list[str]:
+    """Sorted shard paths of a glob (or the given list), never half-written temp files."""
+    if isinstance(shard_pattern, (list, tuple)):
+        files = sorted(os.fspath(f) for f in shard_pattern)
+        missing = [f for f in files if not tf.io.gfile.exists(f)]
+        if missing:
+            raise CaptioningError(f"{missing[0]}: shard file not found")
+    else:
+        files = sorted(tf.io.gfile.glob(os.fspath(shard_pattern)))
+    files = [f for f in files if ".tmp-" not in os.path.basename(f)]
+    if not files:
+        raise CaptioningError(
+            f"{shard_pattern}: no TFRecord shards match; run the features step first "
+            "(python -m keras_captioning features)"
+        )
+    return files
+
+
+def decoder_for(files: list[str], keys) -> ExampleDecoder:
+    """A decoder with the stored dtype and static shapes, from the manifest or the first record."""
+    directory = os.path.dirname(files[0])
+    if os.path.isfile(os.path.join(directory, MANIFEST_NAME)):
+        manifest = read_manifest(directory)
+        return ExampleDecoder(
+            manifest["dtype"], manifest["grid_shape"], manifest.get("pooled_dim"), keys=keys
+        )
+    first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None)
+    if first is None:
+        raise CaptioningError(
+            f"{files[0]}: empty shard and no {MANIFEST_NAME} beside it; rerun the features step"
+        )
+    probe = ExampleDecoder()(first)
+    return ExampleDecoder(None, probe["grid"].shape, probe["grid"].shape[1], keys=keys)

@@ -53,7 +53,23 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _epoch_datasets(cfg: ExperimentConfig, feature: str, first_epoch: int, steps: int, max_length: int):
+def _feature_cache(cfg: ExperimentConfig, manifest: dict, feature: str):
+    """The train split's ``FeatureCache`` when ``train.cache_features`` asks for one, else None."""
+    from keras_captioning.data.feature_cache import CACHE_LIMIT_BYTES, FeatureCache, cached_bytes
+
+    setting = cfg.train.cache_features
+    if setting == "off" or cfg.train.caption_mode != "all" or cfg.train.strategy != "default":
+        return None  # "on" with another mode or strategy is refused when the config loads
+    size = cached_bytes(manifest, "train", feature)
+    if setting == "auto" and size > CACHE_LIMIT_BYTES:
+        log.info("train features take %.1f GiB > %.0f GiB: read from the shards each epoch "
+                 "(train.cache_features=on holds them in memory anyway)", size / 2**30, CACHE_LIMIT_BYTES / 2**30)
+        return None
+    return FeatureCache.from_shards(_shard_pattern(cfg.features_dir, "train"), feature)
+
+
+def _epoch_datasets(cfg: ExperimentConfig, feature: str, first_epoch: int, steps: int, max_length: int,
+                    manifest: dict):
     """One stream of ``steps`` batches per epoch, epoch ``e`` shuffled with seed+e.
 
     Without ``train.length_buckets`` every batch is padded to ``max_length`` (the longest stored
@@ -63,12 +79,14 @@ def _epoch_datasets(cfg: ExperimentConfig, feature: str, first_epoch: int, steps
     from keras_captioning.data.pipeline import make_train_dataset
 
     pattern = _shard_pattern(cfg.features_dir, "train")
+    cache = _feature_cache(cfg, manifest, feature)  # one for all epochs
     ds = None
     for epoch in range(first_epoch, cfg.train.epochs):
         part = make_train_dataset(
             pattern, cfg.train.batch_size, feature=feature, caption_mode=cfg.train.caption_mode,
             shuffle=True, seed=cfg.train.seed + epoch, shuffle_buffer=cfg.train.shuffle_buffer,
             max_length=max_length, length_buckets=cfg.train.length_buckets, batch_layout=cfg.train.batch_layout,
+            cache=cache,
         ).take(steps)
         ds = part if ds is None else ds.concatenate(part)
     return ds
@@ -194,7 +212,7 @@ def _train(cfg: ExperimentConfig, strategy, run_dir: str, info: dict | None, res
         cb.truncate_log(os.path.join(run_dir, "log.csv"), first_epoch)  # epochs about to be rerun
 
     max_length = int(manifest.get("longest_caption") or cfg.data.max_length or 0) or None
-    train_ds = _epoch_datasets(cfg, feature, first_epoch, steps, max_length)
+    train_ds = _epoch_datasets(cfg, feature, first_epoch, steps, max_length, manifest)
     val_ds, val_steps = None, None
     n_val = count_examples(manifest, "val", "all") if "val" in manifest.get("counts", {}) else 0
     if n_val:
