@@ -8,7 +8,8 @@ Usage::
 "before" is the study's batching as the package did it until now: one feature row per
 (image, caption) and every batch padded to the longest caption. "after" is this package's
 fast path: image-major batches (each image's features read and encoded once per batch),
-length buckets, float16 features up to the model. Both train the same model (study sizes:
+length buckets, float16 features up to the model, features held in memory (``FeatureCache``,
+its one read of the shards counted in the epoch's wall time). Both train the same model (study sizes:
 embedding 256, 512 units, attention 512, Adam 4e-4, batch 64 captions) from the same seed
 for one pass over the same training captions, through ``model.fit`` as the trainer does;
 the wall time includes tracing (one width before, a few after). Without ``--features``,
@@ -28,16 +29,16 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DEFAULT_BUCKETS = (10, 13, 16, 20, 26)  # caption widths in tokens (incl. <start>/<end>)
 
 
 def log(message: str) -> None:
     print(f"[epoch] {message}", file=sys.stderr, flush=True)
 
 
-def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int) -> dict:
+def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int, cached: bool = False) -> dict:
     import keras
 
+    from keras_captioning.data.feature_cache import FeatureCache
     from keras_captioning.data.pipeline import count_examples, make_train_dataset
     from keras_captioning.models.attention_captioner import AttentionCaptioner
 
@@ -47,8 +48,11 @@ def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int
     steps = math.ceil(captions / 64)
     longest = int(manifest["longest_caption"])
     pattern = os.path.join(features_dir, "train-*-of-*.tfrecord")
+    load_started = time.perf_counter()
+    cache = FeatureCache.from_shards(pattern, "grid") if cached else None
+    load_seconds = time.perf_counter() - load_started  # part of this epoch's wall time
     ds = make_train_dataset(pattern, 64, seed=seed, shuffle_buffer=10000, max_length=longest,
-                            length_buckets=buckets, batch_layout=layout)
+                            length_buckets=buckets, batch_layout=layout, cache=cache)
     keras.utils.set_random_seed(seed)
     model = AttentionCaptioner(vocab_size=vocab, feature_dim=dim, num_regions=regions, embedding_dim=256,
                                units=512, attention_units=512)
@@ -61,19 +65,22 @@ def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int
         padded += targets.size
     started = time.perf_counter()
     history = model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-    seconds = time.perf_counter() - started
-    return {"layout": layout, "buckets": list(buckets) if buckets else None, "seconds": round(seconds, 1),
+    seconds = time.perf_counter() - started + load_seconds
+    return {"layout": layout, "buckets": list(buckets) if buckets else None, "cached": cached,
+            "cache_load_seconds": round(load_seconds, 1), "seconds": round(seconds, 1),
             "steps": steps, "captions": captions, "real_tokens": real, "padded_tokens": padded,
             "tokens_per_s": round(real / seconds, 1), "loss": float(history.history["loss"][-1])}
 
 
 def main(argv=None) -> int:
+    from benchmarks.bench_train import BUCKETS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--features", help="a features folder (format 3 shards); default: synthetic shards")
     parser.add_argument("--images", type=int, default=6000, help="synthetic: images (x 5 captions)")
     parser.add_argument("--regions", type=int, default=64)
     parser.add_argument("--feature-dim", type=int, default=2048)
-    parser.add_argument("--buckets", default=",".join(map(str, DEFAULT_BUCKETS)))
+    parser.add_argument("--buckets", default=",".join(map(str, BUCKETS)))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench_out")
     args = parser.parse_args(argv)
@@ -89,9 +96,9 @@ def main(argv=None) -> int:
             features = write_length_shards(os.path.join(work, "shards"), args.images, args.regions, args.feature_dim)
         manifest = read_manifest(features)
         runs = []
-        for name, layout, widths in (("before", "caption", None), ("after", "image", buckets)):
-            log(f"{name}: {layout}-major batches, buckets {widths}")
-            runs.append({"name": name, **one_epoch(features, manifest, layout, widths, args.seed)})
+        for name, layout, widths, cached in (("before", "caption", None, False), ("after", "image", buckets, True)):
+            log(f"{name}: {layout}-major batches, buckets {widths}, features {'in memory' if cached else 'streamed'}")
+            runs.append({"name": name, **one_epoch(features, manifest, layout, widths, args.seed, cached)})
             log(f"{name}: {runs[-1]['seconds']} s, {runs[-1]['tokens_per_s']} real tokens/s")
     before, after = runs
     result = {"features": args.features or f"synthetic {args.regions}x{args.feature_dim}",
@@ -102,7 +109,7 @@ def main(argv=None) -> int:
         json.dump(result, fh, indent=2)
     print(f"one epoch, {before['captions']} captions, grid {manifest['grid_shape']}, batch 64, study sizes")
     for r in runs:
-        print(f"  {r['name']:6s} {r['layout']}-major buckets={r['buckets']}: {r['seconds']:7.1f} s  "
+        print(f"  {r['name']:6s} {r['layout']}-major buckets={r['buckets']} cached={r['cached']}: {r['seconds']:7.1f} s  "
               f"{r['tokens_per_s']:8.1f} real tokens/s  ({r['real_tokens']} real of {r['padded_tokens']} "
               f"token steps), loss {r['loss']:.3f}")
     print(f"  wall time before/after: {result['speedup']}x  ({args.out}/epoch.json)")

@@ -23,6 +23,7 @@ def tiny_run(tmp_path_factory):
     return proc.stdout, out
 
 
+@pytest.mark.slow  # the tiny run traces every bucket width and starts the Java METEOR: ~1.5 min
 def test_table_has_every_row(tiny_run):
     stdout, _ = tiny_run
     table = [line for line in stdout.splitlines() if line.startswith("| ")]
@@ -32,6 +33,7 @@ def test_table_has_every_row(tiny_run):
         assert row in names, (row, names)
 
 
+@pytest.mark.slow
 def test_results_files(tiny_run):
     _, out = tiny_run
     results = json.loads((out / "results.json").read_text())

@@ -292,6 +292,7 @@ def test_scst_raises_val_cider_d_on_the_synthetic_data(tmp_path):
     assert float(epochs[-1]["reward"]) > float(epochs[0]["reward"])  # the sampled captions' training reward
 
 
+@pytest.mark.slow  # a benchmark script
 def test_step_cost_script_runs_tiny():
     from benchmarks import scst_step
 
