@@ -152,7 +152,7 @@ def bench_input(ctx: Context) -> list[Result]:
         batches = len(list(ours_ds))
         stream = epochs(layout, cached, ctx.reps + 1)
         next_epoch(stream, batches)
-        ours_s = [timed(lambda: next_epoch(stream, batches))[0] for _ in range(ctx.reps)]
+        ours_s = [timed(lambda it=stream, n=batches: next_epoch(it, n))[0] for _ in range(ctx.reps)]
         if next(stream, None) is not None:
             raise RuntimeError("input: the epochs hold more batches than counted")
         del stream

@@ -58,3 +58,9 @@ def length_shards(tmp_path_factory):
     out = str(root / "features")
     manifest = extract_features(records, vocab, out, backbone="patches", weights=None, shard_size=7)
     return os.path.join(out, "train-*-of-*.tfrecord"), manifest
+
+
+@pytest.fixture(scope="session")
+def shards(length_shards):
+    """The glob of ``length_shards``."""
+    return length_shards[0]

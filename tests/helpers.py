@@ -1,7 +1,10 @@
 """Shared helpers for the end-to-end and robustness tests: tiny configs in tmp folders."""
 
+import hashlib
 import os
 import pathlib
+
+import numpy as np
 
 from keras_captioning.config import load_config
 
@@ -33,3 +36,24 @@ def subprocess_env():
     env["CUDA_VISIBLE_DEVICES"] = ""
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def digest(row) -> str:
+    return hashlib.sha1(np.ascontiguousarray(row).tobytes()).hexdigest()
+
+
+def caption_pairs(batches):
+    """Sorted (feature digest, caption without padding), one per caption row of training batches.
+
+    Image-major batches are also checked: each image once, and an image's captions contiguous.
+    """
+    out = []
+    for b in batches:
+        features, captions = b["features"].numpy(), b["captions"].numpy()
+        index = b["image_index"].numpy() if "image_index" in b else np.arange(len(captions))
+        if "image_index" in b:
+            assert sorted(set(index.tolist())) == list(range(len(features)))  # each image once ...
+            assert len({digest(f) for f in features}) == len(features)  # ... and no image twice
+            assert int((np.diff(index) != 0).sum()) == len(features) - 1  # its captions contiguous
+        out += [(digest(features[row]), tuple(int(t) for t in caption if t)) for row, caption in zip(index, captions)]
+    return sorted(out)

@@ -5,10 +5,8 @@ The cached pipeline must give the batches the streaming one gives, only in anoth
 dtype, the same bucket widths and layouts.
 """
 
-import hashlib
 import os
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -16,25 +14,7 @@ from keras_captioning.data.feature_cache import FeatureCache, cached_bytes
 from keras_captioning.data.pipeline import make_train_dataset
 from keras_captioning.data.shards import read_manifest
 from keras_captioning.errors import CaptioningError
-
-
-@pytest.fixture(scope="module")
-def shards(length_shards):
-    return length_shards[0]
-
-
-def _digest(row) -> str:
-    return hashlib.sha1(np.ascontiguousarray(row).tobytes()).hexdigest()
-
-
-def _pairs(batches):
-    """Sorted (feature digest, caption without padding), one per caption row."""
-    out = []
-    for b in batches:
-        features, captions = b["features"].numpy(), b["captions"].numpy()
-        index = b["image_index"].numpy() if "image_index" in b else np.arange(len(captions))
-        out += [(_digest(features[row]), tuple(int(t) for t in caption if t)) for row, caption in zip(index, captions)]
-    return sorted(out)
+from tests.helpers import caption_pairs
 
 
 @pytest.mark.parametrize("layout,buckets", [("caption", None), ("image", None), ("image", (5, 8, 11)),
@@ -46,7 +26,7 @@ def test_cached_batches_hold_the_streamed_rows(shards, layout, buckets):
     epochs = []
     for _ in range(2):
         batches = list(cached)
-        assert _pairs(batches) == _pairs(streamed)  # every caption once, with its own image
+        assert caption_pairs(batches) == caption_pairs(streamed)  # every caption once, with its own image
         assert all(len(b["captions"]) == 8 for b in batches[:-1])
         assert batches[0]["features"].dtype == streamed[0]["features"].dtype == tf.float16
         widths = {int(b["captions"].shape[1]) for b in batches}
@@ -64,7 +44,7 @@ def test_pooled_cache_equals_the_streamed_mean(shards):
     streamed = list(make_train_dataset(shards, 8, feature="pooled", shuffle=False))
     cached = list(make_train_dataset(shards, 8, feature="pooled", shuffle=False, cache=cache))
     assert cached[0]["features"].dtype == streamed[0]["features"].dtype == tf.float32
-    assert _pairs(cached) == _pairs(streamed)  # the same vectors, bit for bit, with the same captions
+    assert caption_pairs(cached) == caption_pairs(streamed)  # the same vectors, bit for bit, with the same captions
 
 
 def test_cached_bytes_come_from_the_manifest(shards):

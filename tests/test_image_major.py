@@ -1,8 +1,6 @@
 """Image-major batches (``batch_layout="image"``): same loss and gradients as one caption per
 row, every caption once per epoch, each image's features once per batch, resume exact."""
 
-import hashlib
-
 import keras
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from keras_captioning.data.pipeline import make_train_dataset
 from keras_captioning.errors import CaptioningError
 from keras_captioning.models.attention_captioner import AttentionCaptioner
 from keras_captioning.models.merge_captioner import build_merge_captioner
+from tests.helpers import caption_pairs
 
 
 def _model(kind):
@@ -49,34 +48,9 @@ def test_same_loss_and_gradients_as_one_caption_per_row(kind):
     assert any(np.abs(g).sum() > 0 for g in grouped[1])
 
 
-@pytest.fixture(scope="module")
-def shards(length_shards):
-    return length_shards[0]
-
-
-def _digest(row) -> str:
-    return hashlib.sha1(np.ascontiguousarray(row).tobytes()).hexdigest()
-
-
-def _pairs(batches):
-    """(feature digest, caption without padding) per caption row; checks the image-major invariants."""
-    out = []
-    for b in batches:
-        features, captions = b["features"].numpy(), b["captions"].numpy()
-        index = b["image_index"].numpy() if "image_index" in b else np.arange(len(captions))
-        if "image_index" in b:
-            assert sorted(set(index.tolist())) == list(range(len(features)))  # each image once ...
-            assert len({_digest(f) for f in features}) == len(features)  # ... and no image twice
-            changes = int((np.diff(index) != 0).sum())
-            assert changes == len(features) - 1  # an image's captions are contiguous
-        for row, caption in zip(index, captions):
-            out.append((_digest(features[row]), tuple(int(t) for t in caption if t)))
-    return sorted(out)
-
-
 @pytest.mark.parametrize("buckets", [None, (5, 8, 11)])
 def test_every_caption_once_with_its_own_image(shards, buckets):
-    reference = _pairs(make_train_dataset(shards, 8, shuffle=False))
+    reference = caption_pairs(make_train_dataset(shards, 8, shuffle=False))
     longest = max(len(caption) for _, caption in reference)
     dataset = make_train_dataset(shards, 8, seed=5, shuffle_buffer=16, length_buckets=buckets, batch_layout="image")
     epochs = []
@@ -87,7 +61,7 @@ def test_every_caption_once_with_its_own_image(shards, buckets):
         if buckets:
             assert {int(b["captions"].shape[1]) for b in batches} <= {5, 8, 11, longest}
         epochs.append([b["captions"].numpy().tolist() for b in batches])
-        assert _pairs(batches) == reference  # every caption exactly once, with its own image
+        assert caption_pairs(batches) == reference  # every caption exactly once, with its own image
     assert epochs[0] != epochs[1]  # reshuffled each epoch
     again = make_train_dataset(shards, 8, seed=5, shuffle_buffer=16, length_buckets=buckets, batch_layout="image")
     assert [b["captions"].numpy().tolist() for b in again] == epochs[0]  # seeded

@@ -32,7 +32,6 @@ from keras_captioning.data.shards import decoder_for, read_manifest, shard_files
 from keras_captioning.data.tfrecords import (
     KEY_CAPTION_LENGTHS,
     MANIFEST_NAME,
-    ExampleDecoder,
     ExampleParser,
 )
 from keras_captioning.errors import CaptioningError
