@@ -116,7 +116,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(features_root, monkeypatc
     def poisoned(*args, seed=0, **kwargs):
         ds = original(*args, seed=seed, **kwargs)
         if seed >= 1:  # epochs after the first: NaN features
-            ds = ds.map(lambda b: {**b, "features": b["features"] * tf.constant(float("nan"))})
+            ds = ds.map(lambda b: {**b, "features": b["features"] * tf.constant(float("nan"), b["features"].dtype)})
         return ds
 
     monkeypatch.setattr(pipeline, "make_train_dataset", poisoned)
