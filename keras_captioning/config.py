@@ -309,13 +309,13 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
             or buckets != sorted(set(buckets))):
         raise CaptioningError(f"{source}: train.length_buckets={buckets!r}: expected null or a list of "
                               "increasing integers >= 2 (caption widths in tokens)")
-    if cfg.train.batch_layout == "image" and (cfg.train.caption_mode != "all" or cfg.train.strategy != "default"):
-        raise CaptioningError(f"{source}: train.batch_layout=image needs train.caption_mode=all and "
-                              "train.strategy=default (a batch's feature rows are shared by its caption rows, "
-                              "so it cannot be split across replicas)")
-    if cfg.train.cache_features == "on" and (cfg.train.caption_mode != "all" or cfg.train.strategy != "default"):
-        raise CaptioningError(f"{source}: train.cache_features=on needs train.caption_mode=all and "
-                              "train.strategy=default")
+    # Settings for one device and every caption of an image: image-major batches share feature
+    # rows between caption rows (a batch cannot be split across replicas); the cache feeds the
+    # "all" pipeline from memory.
+    for key, value in (("batch_layout", "image"), ("cache_features", "on")):
+        if getattr(cfg.train, key) == value and (cfg.train.caption_mode != "all" or cfg.train.strategy != "default"):
+            raise CaptioningError(f"{source}: train.{key}={value} needs train.caption_mode=all and "
+                                  "train.strategy=default")
     if cfg.train.objective == "scst" and not cfg.train.init_from:
         raise CaptioningError(f"{source}: train.objective=scst needs train.init_from=<run directory of a "
                               "cross-entropy run> (its checkpoints/best.keras starts the fine-tuning)")

@@ -54,9 +54,11 @@ def test_cached_bytes_come_from_the_manifest(shards):
     assert cached_bytes(manifest, "train", "pooled") == FeatureCache.from_shards(shards, "pooled").nbytes
 
 
-def test_cache_needs_all_captions(shards):
+def test_cache_needs_all_captions_and_its_own_feature(shards):
     with pytest.raises(CaptioningError, match="caption_mode='all'"):
         make_train_dataset(shards, 8, caption_mode="random", cache=FeatureCache.from_shards(shards))
+    with pytest.raises(CaptioningError, match="holds 'pooled' features, the dataset reads 'grid'"):
+        make_train_dataset(shards, 8, feature="grid", cache=FeatureCache.from_shards(shards, "pooled"))
 
 
 def test_cache_setting_is_checked_when_the_config_loads(tmp_path):

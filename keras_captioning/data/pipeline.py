@@ -107,6 +107,8 @@ def make_train_dataset(
         raise CaptioningError("batch_layout='image' needs caption_mode='all' (every caption of an image)")
     if cache is not None and caption_mode != "all":
         raise CaptioningError("cache: needs caption_mode='all'")
+    if cache is not None and cache.feature != feature:
+        raise CaptioningError(f"cache: holds '{cache.feature}' features, the dataset reads '{feature}'")
     _check_batch_size(batch_size)
     files = shard_files(shard_pattern)
     decoder = decoder_for(files, keys=(feature,))

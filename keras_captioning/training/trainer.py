@@ -168,8 +168,9 @@ def _train(cfg: ExperimentConfig, strategy, run_dir: str, info: dict | None, res
 
     state = None
     resume = info is not None
+    resume_from = resume_from or run_dir
     if resume and info.get("model_type") != cfg.model.type:
-        raise CaptioningError(f"{resume_from or run_dir}: holds a '{info.get('model_type')}' model, not "
+        raise CaptioningError(f"{resume_from}: holds a '{info.get('model_type')}' model, not "
                               f"model.type='{cfg.model.type}'")
 
     # The policy must be set before any layer is built.
@@ -191,8 +192,8 @@ def _train(cfg: ExperimentConfig, strategy, run_dir: str, info: dict | None, res
     keras.utils.set_random_seed(cfg.train.seed)
     with strategy.scope():
         if resume:
-            model, state = cb.load_resume_point(resume_from or run_dir)  # last.keras, else the one before
-            log.info("resumed %s at epoch %d (optimizer step %d)", resume_from or run_dir, int(state["next_epoch"]),
+            model, state = cb.load_resume_point(resume_from)  # last.keras, else the one before
+            log.info("resumed %s at epoch %d (optimizer step %d)", resume_from, int(state["next_epoch"]),
                      int(model.optimizer.iterations.numpy()))
         else:
             model = build_model(cfg, len(vocab), manifest["grid_shape"], {
@@ -201,7 +202,8 @@ def _train(cfg: ExperimentConfig, strategy, run_dir: str, info: dict | None, res
                 optimizer=keras.optimizers.Adam(cfg.train.learning_rate, clipnorm=cfg.train.clipnorm),
                 jit_compile=cfg.train.jit_compile,
             )
-        model.optimizer.build(model.trainable_variables)  # in the scope: one slot per replica set
+        if not model.optimizer.built:  # in the scope, before fit (CaptionModel._maybe_symbolic_build)
+            model.optimizer.build(model.trainable_variables)
 
     first_epoch = int(state["next_epoch"]) if state else 0
     if first_epoch >= cfg.train.epochs:
