@@ -22,8 +22,13 @@ $(STAMP): setup.cfg setup.py
 
 install: $(STAMP)
 
+# The default suite runs in TEST_WORKERS processes (pytest-xdist): most of its time is
+# single-threaded Python (graph tracing, Keras saving), so two processes use two cores.
+# TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -4,11 +4,13 @@ caption (+ attention map) -> compare, and the notebook API on the same run."""
 import csv
 import json
 import os
+import shutil
 
 import pytest
 from PIL import Image
 
 from keras_captioning.cli import main
+from keras_captioning.metrics.official_meteor import find_meteor_jar
 from tests.helpers import SMOKE, smoke_overrides
 
 
@@ -76,6 +78,8 @@ def test_evaluate_writes_report(trained, capsys):
     scores = json.load(open(os.path.join(ev, "scores.json")))["scores"]
     for name in ("BLEU-1", "BLEU-4", "METEOR", "GLEU-1-4", "GLEU-1-2", "WER", "CIDEr-D", "ROUGE-L"):
         assert name in scores
+    if shutil.which("java") and find_meteor_jar():  # the official scorer's column, where it can run
+        assert 0 <= scores["METEOR-1.5"] <= 1
     report = open(os.path.join(ev, "report.md")).read()
     assert "| model | backbone | vocab | images | batch | epochs | BLEU-1 |" in report
     for panel in ("good", "fair", "bad"):

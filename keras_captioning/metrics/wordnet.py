@@ -89,6 +89,19 @@ SYSTEM_WORDNET_DIRS = (
 _SOURCE_MARKER = "KERAS_CAPTIONING_SOURCE"
 _INSTALL_HINT = "run `python -m nltk.downloader wordnet` or `apt-get install wordnet-base wordnet-sense-index`"
 
+class _EnglishWordNetReader(WordNetCorpusReader):
+    """NLTK's reader without its WordNet-3.0 synset map, which only multilingual look-ups use.
+
+    NLTK >= 3.9 builds that map in ``__init__`` by comparing the version read from the files
+    ("3.0") with the corpus name ("wordnet"), which never match, so it reads ``index.sense``
+    twice: about half of the reader's load time (3.4 s -> 1.5 s here). METEOR looks up
+    English synsets only, and this reader has no multilingual data (``omw_reader=None``).
+    """
+
+    def map_wn(self, version="wordnet"):
+        return None
+
+
 _readers: dict[str, WordNetCorpusReader] = {}
 _fallback_dir: Path | None = None
 _lock = threading.Lock()
@@ -255,7 +268,7 @@ def load_wordnet(
                 with warnings.catch_warnings():
                     # No Open Multilingual Wordnet is wanted: English synonyms only.
                     warnings.simplefilter("ignore", UserWarning)
-                    reader = WordNetCorpusReader(key if isinstance(root, Path) else root, None)
+                    reader = _EnglishWordNetReader(key if isinstance(root, Path) else root, None)
             except (OSError, ValueError, AssertionError) as error:  # unreadable / refused / corrupt
                 reason = " ".join(str(error).split())[:300]
                 raise WordNetNotFoundError(f"WordNet at {key} cannot be read ({reason}): {_INSTALL_HINT}") from error
