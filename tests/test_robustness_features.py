@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from keras_captioning.features.manifests import WORKER_MANIFEST
 from tests.helpers import SMOKE, smoke_overrides, subprocess_env
 
 
@@ -44,7 +45,8 @@ def test_kill_9_during_features_then_rerun(tmp_path):
     proc.wait()
     # Finished = renamed into place *and* recorded in the worker's manifest. A shard killed between
     # its rename and that record is redone by design (features/extract.py's docstring).
-    recorded = json.loads((features_dir / "manifest.worker-0-of-1.json").read_text())["shard_stats"]
+    worker_manifest = features_dir / WORKER_MANIFEST.format(index=0, count=1)
+    recorded = json.loads(worker_manifest.read_text())["shard_stats"]
     finished_before = sorted(str(features_dir / name) for name in recorded)
     assert len(finished_before) >= 2 and all(os.path.isfile(p) for p in finished_before)
     mtimes = {p: os.path.getmtime(p) for p in finished_before}

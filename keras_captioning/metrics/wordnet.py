@@ -89,6 +89,7 @@ SYSTEM_WORDNET_DIRS = (
 _SOURCE_MARKER = "KERAS_CAPTIONING_SOURCE"
 _INSTALL_HINT = "run `python -m nltk.downloader wordnet` or `apt-get install wordnet-base wordnet-sense-index`"
 
+
 class _EnglishWordNetReader(WordNetCorpusReader):
     """NLTK's reader without its WordNet-3.0 synset map, which only multilingual look-ups use.
 
