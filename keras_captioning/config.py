@@ -103,6 +103,8 @@ class TrainConfig:
     scst_baseline: str = "greedy"  # scst: greedy (the greedy caption's CIDEr-D, Rennie et al.) |
     #   mean (the mean CIDEr-D of the image's other K-1 samples, "new SCST"; needs K >= 2)
     scst_max_length: int = 16  # scst: sampled captions stop after this many steps (END included)
+    scst_dropout: bool = False  # scst: the policy-gradient pass runs the model with its dropout on
+    #   (model.dropout), as self-critical.pytorch trains in train mode; sampling stays dropout-free
 
 
 @dataclass

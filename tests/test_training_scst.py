@@ -108,6 +108,28 @@ def test_fixed_seed_repeats_a_step_exactly(kind):
     assert logs_c["step_reward"] != logs_a["step_reward"] or logs_c["step_loss"] != logs_a["step_loss"]
 
 
+def test_dropout_option_runs_the_policy_gradient_pass_in_training_mode():
+    # scst_dropout: the replay runs with the model's dropout (self-critical.pytorch's train
+    # mode); the step still repeats exactly under a fixed seed, and differs from the default.
+    def step(dropout):
+        keras.utils.set_random_seed(3)
+        model = AttentionCaptioner(vocab_size=VOCAB, feature_dim=6, num_regions=4, embedding_dim=8, units=8,
+                                   attention_units=8, dropout=0.5)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        grads, values = _trainer(model, LengthReward(), baseline="mean", dropout=dropout).compute_gradients(_batch())
+        grads = [tf.convert_to_tensor(g).numpy() for g in grads if g is not None]  # embedding: IndexedSlices
+        return grads, {k: float(v) for k, v in values.items()}
+
+    plain, plain_values = step(False)
+    dropped, dropped_values = step(True)
+    again, again_values = step(True)
+    assert dropped_values == again_values and all(np.array_equal(a, b) for a, b in zip(dropped, again))
+    # the same samples (sampling has no dropout), scored by a different (dropped-out) network
+    assert dropped_values["reward"] == plain_values["reward"]
+    assert dropped_values["loss"] != plain_values["loss"]
+    assert any(not np.allclose(a, b) for a, b in zip(plain, dropped))
+
+
 def _bias_end(model, value):
     """Adds ``value`` to END's output bias: +large -> every caption empty, -large -> no END."""
     bias = next(w for w in model.weights if w.path.endswith("bias") and w.shape == (VOCAB,))

@@ -14,12 +14,14 @@
    of the image's other K-1 samples ("mean", new SCST). Advantage = reward - baseline; an
    empty sampled caption never gets a positive advantage.
 4. **Policy gradient**: the sampled captions are run once more through the model with
-   teacher forcing (``training=False``, so the log-probs are those of the distribution
-   the captions were sampled from: ``decode_step`` has no dropout); the loss is
-   ``-sum(advantage * log p(token)) / number of sampled tokens`` over the words and the
-   END token (when one was sampled) of every caption. Dropout and the attention model's
-   doubly stochastic penalty (``attention_reg``) are cross-entropy regularisers and play no
-   part here.
+   teacher forcing; the loss is ``-sum(advantage * log p(token)) / number of sampled tokens``
+   over the words and the END token (when one was sampled) of every caption. By default
+   this pass runs with ``training=False``, so the log-probs are those of the distribution
+   the captions were sampled from (``decode_step`` has no dropout). With ``dropout=True``
+   it runs with ``training=True``: the model's dropout regularises the policy, as in
+   self-critical.pytorch, which fine-tunes in train mode; the samples still come from the
+   dropout-free model. The attention model's doubly stochastic penalty (``attention_reg``)
+   is a cross-entropy regulariser and plays no part here.
 
 Logged per step (``step_*``, the values of that step) and per epoch (means): ``loss``,
 ``reward`` (mean sampled CIDEr-D), ``baseline``, ``advantage`` (their difference), ``length``
@@ -57,12 +59,13 @@ class SCSTTrainer(keras.Model):
         baseline: ``"greedy"`` or ``"mean"`` (needs K >= 2).
         max_length: decoding steps per sampled caption (END included): the length bound.
         seed: base of the per-step sampling seeds.
+        dropout: run the policy-gradient pass with the model's dropout on (``training=True``).
 
     Batches: ``{"image_id": string (B,), "features": float32 (B, ...)}``.
     """
 
     def __init__(self, captioner, reward, samples: int = 5, baseline: str = "greedy",
-                 max_length: int = 16, seed: int = 0, **kwargs):
+                 max_length: int = 16, seed: int = 0, dropout: bool = False, **kwargs):
         if baseline not in BASELINES:
             raise CaptioningError(f"scst baseline: expected one of {BASELINES}, got {baseline!r}")
         if int(samples) < (2 if baseline == "mean" else 1):
@@ -77,6 +80,7 @@ class SCSTTrainer(keras.Model):
         self.baseline = baseline
         self.max_length = int(max_length)
         self.seed = int(seed)
+        self.dropout = bool(dropout)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOGGED}
         self.built = True
 
@@ -202,7 +206,7 @@ class SCSTTrainer(keras.Model):
         weights = tf.cast(mask, tf.float32)
         num_tokens = tf.maximum(tf.reduce_sum(weights), 1.0)
         with tf.GradientTape() as tape:
-            logits = self.captioner({"features": repeated, "tokens": inputs}, training=False)
+            logits = self.captioner({"features": repeated, "tokens": inputs}, training=self.dropout)
             logp = _common.log_probs(logits, self.captioner)  # (B*K, T, V), PAD/START excluded
             token_logp = tf.gather(logp, targets, batch_dims=2)  # (B*K, T)
             loss = -tf.reduce_sum(advantage[:, None] * token_logp * weights) / num_tokens

@@ -179,7 +179,8 @@ def train_scst(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = Fa
         optimizer = keras.optimizers.Adam(cfg.train.learning_rate, clipnorm=cfg.train.clipnorm)
         captioner.compile(optimizer=optimizer)
     model = SCSTTrainer(captioner, reward, samples=cfg.train.scst_samples, baseline=cfg.train.scst_baseline,
-                        max_length=cfg.train.scst_max_length, seed=cfg.train.seed)
+                        max_length=cfg.train.scst_max_length, seed=cfg.train.seed,
+                        dropout=cfg.train.scst_dropout)
     # One optimizer for both: the wrapper applies it, the captioner's checkpoints carry it.
     model.compile(optimizer=captioner.optimizer, jit_compile=False)  # the reward is a numpy_function
 
