@@ -50,6 +50,39 @@ def test_buckets_cut_padding_and_are_seeded(shards):
     assert first == again
 
 
+@pytest.mark.parametrize("layout", ["caption", "image"])
+def test_a_batch_holds_one_bucket_until_the_epoch_ends(shards, layout):
+    # Each bucket emits only whole batches and carries its remainder to the next window, so
+    # a batch never mixes two buckets' captions (the final flush, one batch per bucket at
+    # most, may). Image-major: an image's captions are in the bucket of its longest.
+    pattern, _ = shards
+    widths = (5, 8, 11, 16)
+    dataset = make_train_dataset(pattern, 4, seed=2, shuffle_buffer=8, length_buckets=widths[:-1],
+                                 batch_layout=layout)
+    batches = list(dataset)
+    assert len(batches) > 3 * len(widths)  # several windows
+
+    def bucket(length):
+        return min(i for i, w in enumerate(widths) if w >= length)
+
+    def rows(b):  # (image key, caption length) per caption row; an image is known by its features
+        lengths = (b["captions"].numpy() != 0).sum(axis=1)
+        features = b["features"].numpy()
+        index = b["image_index"].numpy() if layout == "image" else np.arange(len(lengths))
+        return [(features[g].tobytes(), int(n)) for g, n in zip(index, lengths)]
+
+    longest = {}  # image -> its longest caption over the epoch (an image-major image may span two batches)
+    for b in batches:
+        for image, n in rows(b):
+            longest[image] = max(n, longest.get(image, 0))
+    mixed = []
+    for i, b in enumerate(batches):
+        keys = {bucket(longest[image] if layout == "image" else n) for image, n in rows(b)}
+        if len(keys) > 1:
+            mixed.append(i)
+    assert all(i >= len(batches) - len(widths) for i in mixed), (mixed, len(batches))
+
+
 @pytest.mark.parametrize("bad", [(), (8, 5), (1, 4), (4, 4)])
 def test_bad_widths_are_refused(shards, bad):
     pattern, _ = shards

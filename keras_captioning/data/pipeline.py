@@ -83,12 +83,14 @@ def make_train_dataset(
         shuffle_buffer: elements held by each shuffle buffer.
         cycle_length: shards read concurrently.
         length_buckets: "all" mode only: increasing caption widths in tokens (e.g.
-            ``(10, 14, 18, 24, 32)``). Within each window the caption rows are grouped by the
-            smallest width that holds them (buckets visited in a seeded random order per
-            window), and each batch is padded to the smallest width holding its longest
-            caption, so the graph sees only these few widths and most recurrent steps run on
-            real tokens. Captions longer than the last width keep the ``max_length`` rule
-            (the last width is raised to it). None pads every batch to ``max_length``.
+            ``(10, 14, 18, 24, 32)``). Each caption row goes to the smallest width that holds
+            it, and a batch is cut from one bucket's rows (buckets visited in a seeded random
+            order per window; a bucket's rows short of a whole batch wait for the next
+            window, so only the last batches of an epoch mix widths). Each batch is padded to
+            the smallest width holding its longest caption, so the graph sees only these few
+            widths and most recurrent steps run on real tokens. Captions longer than the last
+            width keep the ``max_length`` rule (the last width is raised to it). None pads
+            every batch to ``max_length``.
             With ``batch_layout="image"`` an image's captions share the bucket of its longest.
         batch_layout: "all" mode only. "caption" (the study's): one feature row per caption
             row, an image's captions spread over batches. "image" (self-critical.pytorch's
@@ -197,59 +199,75 @@ def _all_captions(
         return tuple(tf.gather(t, order) for t in tensors)
 
     def expand(records, draw):
+        """A window's caption rows in random order, each with its length bucket (0 without buckets).
+
+        Image-major: each image's rows stay together, in caption order, in the bucket of
+        the image's longest caption.
+        """
         decoded = decode(records)
         source = decoded[feature]
         image, ids, lengths = parser.caption_rows(decoded["caption_ids"], width)
         images = tf.shape(source)[0]
-        if image_major:
-            # Sort key per row: (bucket of the image's longest caption in a seeded random
-            # bucket order, random image rank); a stable sort keeps each image's captions
-            # together and in order.
-            key = tf.zeros([images], tf.float32)
-            if shuffle:
-                key = tf.random.stateless_uniform([images], seed=tf.stack([draw, tf.constant(0, tf.int64)]))
-            if length_buckets is not None:
-                longest = tf.math.unsorted_segment_max(lengths, image, images)
-                key += 2.0 * tf.cast(_bucket_rank(widths, longest, draw), tf.float32)
-            if shuffle or length_buckets is not None:
-                image, ids, lengths = reorder(tf.argsort(tf.gather(key, image), stable=True), image, ids, lengths)
-            return source, image, ids, lengths, tf.constant(False)
         if shuffle:
-            # Spreads the ~5 captions of one image over different batches.
-            noise = tf.random.stateless_uniform(tf.shape(image), seed=tf.stack([draw, tf.constant(0, tf.int64)]))
-            image, ids, lengths = reorder(tf.argsort(noise), image, ids, lengths)
-        if length_buckets is not None:
-            # Group the (shuffled) rows by bucket, buckets in a seeded random order per window;
-            # a stable sort keeps the shuffled order inside a bucket.
-            order = tf.argsort(_bucket_rank(widths, lengths, draw), stable=True)
+            if image_major:  # a random rank per image; a stable sort keeps an image's rows in order
+                key = tf.random.stateless_uniform([images], seed=tf.stack([draw, tf.constant(0, tf.int64)]))
+                order = tf.argsort(tf.gather(key, image), stable=True)
+            else:  # spreads the ~5 captions of one image over different batches
+                noise = tf.random.stateless_uniform(tf.shape(image), seed=tf.stack([draw, tf.constant(0, tf.int64)]))
+                order = tf.argsort(noise)
             image, ids, lengths = reorder(order, image, ids, lengths)
-        return source, image, ids, lengths, tf.constant(False)
+        bucket = tf.zeros_like(lengths)
+        if length_buckets is not None:
+            rows = tf.gather(tf.math.unsorted_segment_max(lengths, image, images), image) if image_major else lengths
+            bucket = tf.searchsorted(widths, rows, side="left")
+        return source, image, ids, lengths, bucket, draw, tf.constant(False)
 
     ds = ds.map(expand, num_parallel_calls=AUTOTUNE, deterministic=True)
-    source_spec, image_spec, ids_spec, lengths_spec, _ = ds.element_spec
+    source_spec, image_spec, ids_spec, lengths_spec, bucket_spec, _, _ = ds.element_spec
 
     def empty(spec):
         return tf.zeros([0, *spec.shape[1:]], spec.dtype)
 
-    end_marker = (empty(source_spec), empty(image_spec), empty(ids_spec), empty(lengths_spec), tf.constant(True))
+    end_marker = (empty(source_spec), empty(image_spec), empty(ids_spec), empty(lengths_spec), empty(bucket_spec),
+                  tf.constant(0, tf.int64), tf.constant(True))
     ds = ds.concatenate(tf.data.Dataset.from_tensors(end_marker))
 
     def cut(carry, window_rows):
-        """Prepend the carried rows; emit the full batches (all rows at the end), carry the rest."""
-        carry_source, carry_image, carry_ids, carry_lengths = carry
-        source, image, ids, lengths, last = window_rows
+        """Prepend the carried rows; emit the full batches (all rows at the end), carry the rest.
+
+        With length buckets a batch is cut from one bucket's rows only: the rows are grouped
+        by bucket (buckets in a seeded random order per window; a stable sort keeps the
+        carried rows first in their bucket and an image's rows together), each bucket emits
+        its whole batches and carries its remainder into the next window, so only the end
+        of the epoch mixes widths in a batch.
+        """
+        carry_source, carry_image, carry_ids, carry_lengths, carry_bucket = carry
+        source, image, ids, lengths, bucket, draw, last = window_rows
         image = tf.concat([carry_image, image + tf.shape(carry_source)[0]], axis=0)
         source = tf.concat([carry_source, source], axis=0)
         ids = tf.concat([carry_ids, ids], axis=0)
         lengths = tf.concat([carry_lengths, lengths], axis=0)
+        bucket = tf.concat([carry_bucket, bucket], axis=0)
         total = tf.shape(image)[0]
-        used = total if not drop_remainder else total // batch_size * batch_size
-        used = tf.where(last, used, total // batch_size * batch_size)
-        kept, rest_image = tf.unique(image[used:])  # carried feature rows: once per image
-        out = (source, image[:used], ids[:used], lengths[:used])
-        return (tf.gather(source, kept), rest_image, ids[used:], lengths[used:]), out
+        whole = total // batch_size * batch_size
+        if length_buckets is not None:
+            rank = tf.gather(_bucket_order(tf.size(widths), draw), bucket)
+            order = tf.argsort(rank, stable=True)
+            image, ids, lengths, bucket, rank = reorder(order, image, ids, lengths, bucket, rank)
+            size = tf.math.bincount(rank, minlength=tf.size(widths), dtype=tf.int32)  # rows per rank
+            position = tf.range(total) - tf.gather(tf.cumsum(size, exclusive=True), rank)  # place in its bucket
+            emit = position < tf.gather(size // batch_size * batch_size, rank)
+            at_end = tf.range(total) < (total if not drop_remainder else whole)
+            emit = tf.logical_or(emit, tf.logical_and(last, at_end))
+            sent, rest = tf.where(emit)[:, 0], tf.where(tf.logical_not(emit))[:, 0]
+        else:
+            used = tf.where(last, total if not drop_remainder else whole, whole)
+            sent, rest = tf.range(used), tf.range(used, total)
+        kept, rest_image = tf.unique(tf.gather(image, rest))  # carried feature rows: once per image
+        out = (source, tf.gather(image, sent), tf.gather(ids, sent), tf.gather(lengths, sent))
+        return (tf.gather(source, kept), rest_image, *reorder(rest, ids, lengths, bucket)), out
 
-    initial = (empty(source_spec), empty(image_spec), empty(ids_spec), empty(lengths_spec))
+    initial = (empty(source_spec), empty(image_spec), empty(ids_spec), empty(lengths_spec), empty(bucket_spec))
     ds = ds.scan(initial, cut)
 
     def batches(source, image, ids, lengths):
@@ -281,11 +299,9 @@ def _all_captions(
     return ds.prefetch(AUTOTUNE)
 
 
-def _bucket_rank(widths, lengths, draw):
-    """Each length's bucket, as its rank in a seeded random order of the buckets (new per window)."""
-    bucket = tf.searchsorted(widths, lengths, side="left")
-    rank = tf.argsort(tf.random.stateless_uniform([tf.size(widths)], seed=tf.stack([draw, tf.constant(1, tf.int64)])))
-    return tf.gather(rank, bucket)
+def _bucket_order(buckets, draw):
+    """A seeded random order of the buckets (new per window): bucket -> its rank."""
+    return tf.argsort(tf.random.stateless_uniform([buckets], seed=tf.stack([draw, tf.constant(1, tf.int64)])))
 
 
 def _bucket_widths(length_buckets, width: int):
