@@ -48,10 +48,13 @@ def bench_train(ctx: Context) -> list[Result]:
 def bench_train_lengths(ctx: Context) -> list[Result]:
     """Training at real caption lengths: each side batches the same captions its own way.
 
-    Ours: the trainer's fast path read from shards (image-major batches, length buckets,
-    float16 features cast in the step). The study: one float32 feature row per caption and
-    every batch padded to the longest caption of the set. Both train on the same captions;
-    real target tokens per second count words + <end>, never padding.
+    Ours: the trainer's fast path (image-major batches, length buckets, float16 features cast
+    in the step), cut from a whole epoch of ``length_images`` images (Flickr8k's train split
+    in full mode) exactly as the trainer cuts it; ``length_batches`` of those batches, the
+    middle one of each equal part of the epoch, are timed (a small epoch would be mostly its end, where the
+    buckets' remainders meet). The study: the same captions, one float32 feature row per
+    caption, every batch padded to the longest caption of the set. Real target tokens per
+    second count words + <end>, never padding.
     """
     import keras
     import numpy as np
@@ -59,11 +62,13 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
 
     from benchmarks import study_pipeline as sp
     from benchmarks.lengths import summary, write_length_shards
+    from keras_captioning.config import TrainConfig
     from keras_captioning.data.pipeline import make_train_dataset
     from keras_captioning.data.shards import read_manifest
 
     s = ctx.sizes
-    out = write_length_shards(f"{ctx.work}/length-shards", s.length_images, s.regions, s.feature_dim, seed=5,
+    # The epoch's batching depends on the captions only: its shards carry 1-number features.
+    out = write_length_shards(f"{ctx.work}/length-shards", s.length_images, 1, 1, seed=5,
                               vocab_size=s.vocab_size, histogram=ctx.lengths)
     # Both sides pad as they would over the whole caption set the lengths are drawn from:
     # the study to its longest caption (<start> + words + <end>), ours to the buckets below it.
@@ -71,9 +76,18 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
     longest = max(int(read_manifest(out)["longest_caption"]), max(map(int, histogram)) + 2)
     buckets = tuple(w for w in BUCKETS if w < longest) or None
     pattern = f"{out}/train-*-of-*.tfrecord"
-    ours_batches = list(make_train_dataset(pattern, s.train_batch, seed=1, shuffle_buffer=s.length_images,
-                                           max_length=longest, length_buckets=buckets, batch_layout="image",
-                                           drop_remainder=True))
+    epoch = list(make_train_dataset(pattern, s.train_batch, seed=1, shuffle_buffer=TrainConfig.shuffle_buffer,
+                                    max_length=longest, length_buckets=buckets, batch_layout="image",
+                                    drop_remainder=True))
+    count = min(s.length_batches, len(epoch))  # systematic sample: the middle batch of each 1/count of the epoch
+    picked = ((np.arange(count) + 0.5) * len(epoch) / count).astype(int)
+    rng = np.random.default_rng(5)
+    ours_batches = []
+    for index in picked:  # the picked batches with full-size random grids, one per distinct image
+        images = int(epoch[index]["features"].shape[0])
+        grid = rng.standard_normal((images, s.regions, s.feature_dim), dtype=np.float32).astype("float16")
+        ours_batches.append({"features": tf.constant(grid), "image_index": epoch[index]["image_index"],
+                             "captions": epoch[index]["captions"]})
     # The study's batches: the same captions, each with its own float32 feature row, padded to the longest.
     rows = [(b["features"].numpy()[i], c) for b in ours_batches
             for i, c in zip(b["image_index"].numpy(), b["captions"].numpy())]
@@ -88,6 +102,7 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
     real_ours = sum(int((b["captions"].numpy()[:, 1:] != 0).sum()) for b in ours_batches)
     real_study = sum(int((c.numpy()[:, 1:] != 0).sum()) for _, c in study_batches)
     assert real_ours == real_study, (real_ours, real_study)  # the same captions on both sides
+    epoch_steps = sum(int(b["captions"].shape[1]) - 1 for b in epoch)
 
     ours, encoder, decoder = build_models(ctx, seed=0)
     step = sp.make_study_train_step(encoder, decoder, keras.optimizers.Adam(4e-4))
@@ -111,10 +126,13 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
     flops = useful_flops(s, real_ours, images) / median(ours_s)
     peak = matmul_peak()
     notes = (f"caption lengths drawn from {'the given table' if ctx.lengths else 'Flickr8k train'} "
-             f"({summary(ctx.lengths or _default_lengths())}); {len(ours_batches)} batches of {s.train_batch} "
-             f"captions = {real_ours} real target tokens per rep; ours image-major ({images} images for "
-             f"{len(ours_batches) * s.train_batch} captions), bucket widths used {widths}, {sum(b['captions'].shape[1] - 1 for b in ours_batches)} "
-             f"recurrent steps per rep; the study padded to the set's longest caption, {longest} tokens "
+             f"({summary(ctx.lengths or _default_lengths())}); one epoch of {s.length_images} images cut as the "
+             f"trainer cuts it ({len(epoch)} batches, {epoch_steps / len(epoch):.1f} recurrent steps per batch), "
+             f"{len(ours_batches)} of its batches timed (the middle one of each equal part) = {real_ours} real "
+             f"target tokens per rep; "
+             f"ours image-major ({images} images for {len(ours_batches) * s.train_batch} captions), bucket widths "
+             f"used {widths}, {sum(b['captions'].shape[1] - 1 for b in ours_batches)} recurrent steps per rep; "
+             f"the study padded to the set's longest caption, {longest} tokens "
              f"({len(study_batches) * (longest - 1)} steps); first pass (traces) ours {t_ours:.1f}s, study "
              f"{t_study:.1f}s; ours reach {flops / 1e9:.1f} GFLOP/s of useful work (real tokens, forward + "
              f"backward) = {flops / peak:.0%} of this machine's measured float32 matmul peak ({peak / 1e9:.0f} GFLOP/s)")

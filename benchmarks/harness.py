@@ -33,7 +33,8 @@ class Sizes:
     # 2. training
     train_batch: int
     train_steps: int  # optimizer steps per timed repetition
-    length_images: int  # 2b. training at real lengths: images x 5 captions
+    length_images: int  # 2b. training at real lengths: one epoch of images x 5 captions...
+    length_batches: int  # ...of which this many batches (one per equal part of the epoch) are timed
     # 3. decoding
     decode_images: int  # ours, batched
     decode_study_images: int  # the study, one at a time (per-caption rate extrapolated)
@@ -52,14 +53,16 @@ class Sizes:
 
 FULL = Sizes(
     name="full", regions=64, feature_dim=2048, vocab_size=5000, embedding_dim=256, units=512,
-    max_length=20, input_images=400, input_batch=64, train_batch=64, train_steps=3, length_images=120,
+    max_length=20, input_images=400, input_batch=64, train_batch=64, train_steps=3, length_images=6000,
+    length_batches=12,
     decode_images=256, decode_study_images=12, beam_width=3,
     metric_images=5000, metric_references=5, meteor=True,
     extract_images=64, backbone="inception_v3", image_size=299,
 )
 TINY = Sizes(
     name="tiny", regions=4, feature_dim=32, vocab_size=60, embedding_dim=8, units=16,
-    max_length=8, input_images=24, input_batch=16, train_batch=8, train_steps=2, length_images=12,
+    max_length=8, input_images=24, input_batch=16, train_batch=8, train_steps=2, length_images=40,
+    length_batches=3,
     decode_images=16, decode_study_images=2, beam_width=3,
     metric_images=40, metric_references=5, meteor=False,
     extract_images=4, backbone="mobilenet_v2", image_size=32, synthetic_image_size=48,
