@@ -51,10 +51,10 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
     Ours: the trainer's fast path (image-major batches, length buckets, float16 features cast
     in the step), cut from a whole epoch of ``length_images`` images (Flickr8k's train split
     in full mode) exactly as the trainer cuts it; ``length_batches`` of those batches, the
-    middle one of each equal part of the epoch, are timed (a small epoch would be mostly its end, where the
-    buckets' remainders meet). The study: the same captions, one float32 feature row per
-    caption, every batch padded to the longest caption of the set. Real target tokens per
-    second count words + <end>, never padding.
+    middle one of each equal part of the epoch, are timed (a small epoch would be mostly its
+    end, where the buckets' remainders meet). The study: the same captions, one float32
+    feature row per caption, every batch padded to the longest caption of the set. Real
+    target tokens per second count words + <end>, never padding.
     """
     import keras
     import numpy as np
@@ -84,8 +84,8 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
     rng = np.random.default_rng(5)
     ours_batches = []
     for index in picked:  # the picked batches with full-size random grids, one per distinct image
-        images = int(epoch[index]["features"].shape[0])
-        grid = rng.standard_normal((images, s.regions, s.feature_dim), dtype=np.float32).astype("float16")
+        distinct = int(epoch[index]["features"].shape[0])
+        grid = rng.standard_normal((distinct, s.regions, s.feature_dim), dtype=np.float32).astype("float16")
         ours_batches.append({"features": tf.constant(grid), "image_index": epoch[index]["image_index"],
                              "captions": epoch[index]["captions"]})
     # The study's batches: the same captions, each with its own float32 feature row, padded to the longest.
@@ -103,6 +103,7 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
     real_study = sum(int((c.numpy()[:, 1:] != 0).sum()) for _, c in study_batches)
     assert real_ours == real_study, (real_ours, real_study)  # the same captions on both sides
     epoch_steps = sum(int(b["captions"].shape[1]) - 1 for b in epoch)
+    timed_steps = sum(int(b["captions"].shape[1]) - 1 for b in ours_batches)
 
     ours, encoder, decoder = build_models(ctx, seed=0)
     step = sp.make_study_train_step(encoder, decoder, keras.optimizers.Adam(4e-4))
@@ -129,9 +130,9 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
              f"({summary(ctx.lengths or _default_lengths())}); one epoch of {s.length_images} images cut as the "
              f"trainer cuts it ({len(epoch)} batches, {epoch_steps / len(epoch):.1f} recurrent steps per batch), "
              f"{len(ours_batches)} of its batches timed (the middle one of each equal part) = {real_ours} real "
-             f"target tokens per rep; "
-             f"ours image-major ({images} images for {len(ours_batches) * s.train_batch} captions), bucket widths "
-             f"used {widths}, {sum(b['captions'].shape[1] - 1 for b in ours_batches)} recurrent steps per rep; "
+             f"target tokens per rep; ours image-major ({images} images for "
+             f"{len(ours_batches) * s.train_batch} captions), bucket widths used {widths}, {timed_steps} "
+             f"recurrent steps per rep; "
              f"the study padded to the set's longest caption, {longest} tokens "
              f"({len(study_batches) * (longest - 1)} steps); first pass (traces) ours {t_ours:.1f}s, study "
              f"{t_study:.1f}s; ours reach {flops / 1e9:.1f} GFLOP/s of useful work (real tokens, forward + "
