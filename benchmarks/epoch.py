@@ -5,11 +5,16 @@ Usage::
     python -m benchmarks.epoch --features features/flickr8k-mobilenet_025   # real shards
     python -m benchmarks.epoch                                              # synthetic shards
 
-"before" is the study's batching as the package did it until now: one feature row per
-(image, caption) and every batch padded to the longest caption. "after" is this package's
-fast path: image-major batches (each image's features read and encoded once per batch),
-length buckets, float16 features up to the model, features held in memory (``FeatureCache``,
-its one read of the shards counted in the epoch's wall time). Both train the same model (study sizes:
+"before" is the study's batching as the package first did it: one feature row per
+(image, caption), every batch padded to the longest caption, and TF's automatic
+differentiation of the time loop. "after" is this package's fast path: image-major batches
+(each image's features read and encoded once per batch; ``--layout caption`` for the
+committed Flickr8k configs' batching), length buckets, float16 features up to the model,
+features held in memory (``FeatureCache``, its one read of the shards counted in the epoch's
+wall time; ``--no-cache`` streams them), and the fused GRU loop (``gru_attention_loop``: a
+hand-written backward pass, each step only on the captions still going). ``--compare loop``
+isolates the loop: both sides batch the "after" way, before with automatic differentiation,
+after with the fused loop. Both train the same model (study sizes:
 embedding 256, 512 units, attention 512, Adam 4e-4, batch 64 captions) from the same seed
 for one pass over the same training captions, through ``model.fit`` as the trainer does;
 the wall time includes tracing (one width before, a few after). Without ``--features``,
@@ -35,7 +40,8 @@ def log(message: str) -> None:
     print(f"[epoch] {message}", file=sys.stderr, flush=True)
 
 
-def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int, cached: bool = False) -> dict:
+def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int, cached: bool = False,
+              fused: bool = True) -> dict:
     import keras
 
     from keras_captioning.data.feature_cache import FeatureCache
@@ -55,7 +61,7 @@ def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int
                             length_buckets=buckets, batch_layout=layout, cache=cache)
     keras.utils.set_random_seed(seed)
     model = AttentionCaptioner(vocab_size=vocab, feature_dim=dim, num_regions=regions, embedding_dim=256,
-                               units=512, attention_units=512)
+                               units=512, attention_units=512, fused_backward=fused)
     model.compile(optimizer=keras.optimizers.Adam(4e-4))
 
     real = padded = 0
@@ -66,7 +72,7 @@ def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int
     started = time.perf_counter()
     history = model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     seconds = time.perf_counter() - started + load_seconds
-    return {"layout": layout, "buckets": list(buckets) if buckets else None, "cached": cached,
+    return {"layout": layout, "buckets": list(buckets) if buckets else None, "cached": cached, "fused_loop": fused,
             "cache_load_seconds": round(load_seconds, 1), "seconds": round(seconds, 1),
             "steps": steps, "captions": captions, "real_tokens": real, "padded_tokens": padded,
             "tokens_per_s": round(real / seconds, 1), "loss": float(history.history["loss"][-1])}
@@ -80,7 +86,12 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=6000, help="synthetic: images (x 5 captions)")
     parser.add_argument("--regions", type=int, default=64)
     parser.add_argument("--feature-dim", type=int, default=2048)
-    parser.add_argument("--buckets", default=",".join(map(str, BUCKETS)))
+    parser.add_argument("--buckets", default=",".join(map(str, BUCKETS)), help="after: length buckets")
+    parser.add_argument("--layout", choices=("image", "caption"), default="image", help="after: batch layout")
+    parser.add_argument("--no-cache", action="store_true", help="after: stream the features from the shards")
+    parser.add_argument("--compare", choices=("package", "loop"), default="package",
+                        help="package: the study's batching + autodiff loop against the fast path; loop: the "
+                             "fast path's batching on both sides, autodiff loop against the fused loop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench_out")
     args = parser.parse_args(argv)
@@ -96,9 +107,12 @@ def main(argv=None) -> int:
             features = write_length_shards(os.path.join(work, "shards"), args.images, args.regions, args.feature_dim)
         manifest = read_manifest(features)
         runs = []
-        for name, layout, widths, cached in (("before", "caption", None, False), ("after", "image", buckets, True)):
-            log(f"{name}: {layout}-major batches, buckets {widths}, features {'in memory' if cached else 'streamed'}")
-            runs.append({"name": name, **one_epoch(features, manifest, layout, widths, args.seed, cached)})
+        after = (args.layout, buckets, not args.no_cache)
+        before = after if args.compare == "loop" else ("caption", None, False)
+        for name, (layout, widths, cached), fused in (("before", before, False), ("after", after, True)):
+            log(f"{name}: {layout}-major batches, buckets {widths}, features {'in memory' if cached else 'streamed'}, "
+                f"{'fused loop' if fused else 'autodiff loop'}")
+            runs.append({"name": name, **one_epoch(features, manifest, layout, widths, args.seed, cached, fused)})
             log(f"{name}: {runs[-1]['seconds']} s, {runs[-1]['tokens_per_s']} real tokens/s")
     before, after = runs
     result = {"features": args.features or f"synthetic {args.regions}x{args.feature_dim}",
@@ -109,7 +123,9 @@ def main(argv=None) -> int:
         json.dump(result, fh, indent=2)
     print(f"one epoch, {before['captions']} captions, grid {manifest['grid_shape']}, batch 64, study sizes")
     for r in runs:
-        print(f"  {r['name']:6s} {r['layout']}-major buckets={r['buckets']} cached={r['cached']}: {r['seconds']:7.1f} s  "
+        loop = "fused" if r["fused_loop"] else "autodiff"
+        print(f"  {r['name']:6s} {r['layout']}-major buckets={r['buckets']} cached={r['cached']} loop={loop}: "
+              f"{r['seconds']:7.1f} s  "
               f"{r['tokens_per_s']:8.1f} real tokens/s  ({r['real_tokens']} real of {r['padded_tokens']} "
               f"token steps), loss {r['loss']:.3f}")
     print(f"  wall time before/after: {result['speedup']}x  ({args.out}/epoch.json)")

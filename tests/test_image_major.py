@@ -18,7 +18,8 @@ def _model(kind):
     if kind == "merge":
         return build_merge_captioner(vocab_size=30, feature_dim=6, embedding_dim=8, units=8, dropout=0.0)
     return AttentionCaptioner(vocab_size=30, feature_dim=6, num_regions=4, embedding_dim=8, units=8,
-                              attention_units=8, init_state="features", attention_reg=0.5, rnn="lstm")
+                              attention_units=8, init_state="features", attention_reg=0.5,
+                              rnn="gru" if kind == "attention-gru" else "lstm")
 
 
 def _loss_and_grads(model, batch):
@@ -29,7 +30,7 @@ def _loss_and_grads(model, batch):
     return float(loss), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)]
 
 
-@pytest.mark.parametrize("kind", ["attention", "merge"])
+@pytest.mark.parametrize("kind", ["attention", "attention-gru", "merge"])
 def test_same_loss_and_gradients_as_one_caption_per_row(kind):
     rng = np.random.default_rng(0)
     shape = (3, 6) if kind == "merge" else (3, 4, 6)

@@ -8,6 +8,7 @@ from keras_captioning.errors import CaptioningError
 from keras_captioning.models.bahdanau_attention import BahdanauAttention
 from keras_captioning.models.caption_model import CaptionModel
 from keras_captioning.models.cnn_encoder import CNNEncoder
+from keras_captioning.models.gru_attention_loop import gru_attention_loop
 from keras_captioning.models.rnn_decoder import RNNDecoder
 from keras_captioning.ranges import CHOICES
 
@@ -29,8 +30,10 @@ class AttentionCaptioner(CaptionModel):
         h_t = cell([c_t; Embedding(w_{t-1})], h_{t-1})
         logits_t = Dense(vocab)(Dense(units)(h_t or a_t = tanh(W_c [c_t; h_t])))
 
-    The time loop runs inside the graph, either unrolled at trace time (static,
-    short T) or as one ``tf.scan`` (a ``tf.while_loop``); see ``unroll``. The keys
+    The time loop runs inside the graph. For a GRU it is ``gru_attention_loop``: a
+    ``tf.while_loop`` with a hand-written backward pass, which in training runs each step
+    only on the captions still going (``fused_backward``). Otherwise it is unrolled at
+    trace time (static, short T) or one ``tf.scan``, differentiated by TF; see ``unroll``. The keys
     ``W1 h_s``, the word embeddings and their part of the cell's input projection
     are computed for all steps before the loop, the loop carries only the
     recurrent state, and the output layers run on all steps at once after it. The initial
@@ -60,6 +63,13 @@ class AttentionCaptioner(CaptionModel):
             fixed length), else ``tf.scan``. ``None``: unrolled when T is static and
             ``<= MAX_AUTO_UNROLL``. Either way no Python runs per step at run time;
             on a 2-core CPU the two were about equally fast (scan slightly ahead).
+            Applies to LSTM decoders and to ``fused_backward=False``.
+        fused_backward: GRU decoders (the study's) run the teacher-forced loop as
+            ``gru_attention_loop``: a ``tf.while_loop`` with a hand-written backward pass
+            that computes each weight's gradient once over all steps (same values as
+            automatic differentiation, to float rounding) and, in training, runs each
+            step only on the captions still going. ``False``, and under ``jit_compile``:
+            TF's automatic differentiation of the loop (``unroll``).
 
     Call:
         ``model({"features": (B, R, D), "tokens": (B, T) int}, training=False,
@@ -84,6 +94,7 @@ class AttentionCaptioner(CaptionModel):
         start_id=2,
         end_id=3,
         unroll=False,
+        fused_backward=True,
         **kwargs,
     ):
         if attention_reg < 0:
@@ -141,6 +152,7 @@ class AttentionCaptioner(CaptionModel):
         self.start_id = start_id
         self.end_id = end_id
         self.unroll = unroll
+        self.fused_backward = fused_backward
 
     def build(self, input_shape=None):
         # Weights were created in __init__; nothing depends on the input shape.
@@ -165,6 +177,7 @@ class AttentionCaptioner(CaptionModel):
             "start_id": self.start_id,
             "end_id": self.end_id,
             "unroll": self.unroll,
+            "fused_backward": self.fused_backward,
         }
 
     @classmethod
@@ -222,11 +235,13 @@ class AttentionCaptioner(CaptionModel):
             return logits, weights  # (B, T, R) float32
         return logits
 
-    def _run_decoder(self, features, tokens, training, image_index=None):
+    def _run_decoder(self, features, tokens, training, image_index=None, lengths=None):
         """Teacher-forced recurrence: hidden states (B, T, units), contexts (B, T, E), attention (B, T, R).
 
         With ``image_index`` (B,), ``features`` holds G distinct images: they are encoded and
-        projected into attention keys once, then repeated to the B caption rows.
+        projected into attention keys once, then repeated to the B caption rows. With
+        ``lengths`` (B,), the real target tokens per row, the fused GRU loop skips the
+        rows that have ended (their later outputs are zeros; callers mask them out).
         """
         encoded = self.encoder(features)  # (B, R, E), or (G, R, E)
         keys = self.attention.project_keys(encoded)  # (B, R, A): once per image, not per step
@@ -241,6 +256,15 @@ class AttentionCaptioner(CaptionModel):
         state = self._initial_state(encoded)
         steps = tokens.shape[1]
         step_weights = self._step_weights()
+        # XLA (jit_compile) needs static shapes: the fused loop's active rows are not.
+        if self.rnn == "gru" and self.fused_backward and not getattr(self, "jit_compile", False):
+            (kernel_context, _, _, _, recurrent_bias), fused, query_bias = step_weights
+            score = self.attention.V
+            dtype = projected.dtype
+            return gru_attention_loop(
+                projected, encoded, keys, state[0], kernel_context, fused, query_bias, recurrent_bias,
+                ops.cast(score.kernel, dtype), ops.cast(score.bias, dtype), lengths=lengths,
+            )
         if self._use_unrolled_loop(steps):
             # Static, short time axis: the loop is unrolled into the graph at trace
             # time (no Python per step at run time, no while_loop / TensorArray
@@ -287,9 +311,12 @@ class AttentionCaptioner(CaptionModel):
         positions do not count in the loss or the metrics, so loss, gradients and
         metrics are those of the full (B, T, V) logits.
         """
-        hiddens, contexts, attention = self._run_decoder(features, tokens, training, image_index)
         targets = ops.cast(targets, "int32")
         real = ops.not_equal(targets, self.pad_id)  # (B, T)
+        # Steps each row needs: up to its last real target (padding is at the end of a row).
+        positions = ops.arange(1, ops.shape(targets)[1] + 1, dtype="int32")
+        lengths = ops.max(ops.where(real, positions, 0), axis=1)
+        hiddens, contexts, attention = self._run_decoder(features, tokens, training, image_index, lengths)
         logits = self.decoder.output_logits(
             tf.boolean_mask(hiddens, real), tf.boolean_mask(contexts, real), training=training
         )  # (N, V) float32
