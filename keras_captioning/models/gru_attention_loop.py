@@ -13,7 +13,7 @@ In training, the rows are sorted longest first and step t runs only on the capti
 still have a real target at t (PyTorch's packed sequences): with Flickr8k's lengths in
 image-major batches a third of the recurrent steps were padding. Slicing a prefix of rows
 does not copy in TF. On 2 cores at the study's sizes (64 x 2048 grid, 512 units, vocabulary
-5 000) `make bench`'s real-lengths training step went from 1 670 to about 2 400 real tokens/s.
+5 000) `make bench`'s real-lengths training step went from 1 670 to 2 465 real tokens/s.
 
 Per step t, with ``h = h_{t-1}`` (the Keras GRU cell, ``reset_after=True``)::
 
