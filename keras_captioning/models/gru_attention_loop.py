@@ -34,6 +34,8 @@ automatic differentiation of the same loop.
 
 import tensorflow as tf
 
+from keras_captioning.models.rnn_decoder import gru_update
+
 
 def gru_attention_loop(projected, encoded, keys, initial_state, kernel_context, fused, query_bias,
                        recurrent_bias, score_kernel, score_bias, lengths=None):
@@ -127,15 +129,9 @@ def _loop(projected, encoded, keys, initial_state, kernel_context, fused, query_
         th = tf.tanh(keys[:n] + tf.expand_dims(both[:, gates:] + query_bias, 1))  # (n, R, A)
         alpha = tf.nn.softmax(tf.cast(_scores(th, v, score_bias), tf.float32), axis=-1)  # (n, R)
         context = tf.squeeze(tf.matmul(tf.expand_dims(tf.cast(alpha, dtype), 1), encoded[:n]), 1)  # (n, E)
-        x = tf.matmul(context, kernel_context) + projected_tm[t][:n]
-        x_z, x_r, x_h = tf.split(x, 3, axis=-1)
-        i_z, i_r, i_h = tf.split(inner, 3, axis=-1)
-        z = tf.sigmoid(x_z + i_z)
-        r = tf.sigmoid(x_r + i_r)
-        hh = tf.tanh(x_h + r * i_h)
-        h_new = z * h + (1 - z) * hh
+        h_new, gate_values = gru_update(tf.matmul(context, kernel_context) + projected_tm[t][:n], inner, h)
         return h_new, (_pad_rows(h_new, batch), _pad_rows(context, batch), _pad_rows(alpha, batch), th,
-                       tf.concat([z, r, hh, i_h], axis=-1))
+                       tf.concat(gate_values, axis=-1))
 
     rows = lambda *dims: tf.TensorShape([None, *dims])  # noqa: E731
     units, regions, attention_units = initial_state.shape[1], keys.shape[1], keys.shape[2]

@@ -8,6 +8,21 @@ from keras_captioning.errors import CaptioningError
 _CELLS = {"gru": keras.layers.GRUCell, "lstm": keras.layers.LSTMCell}
 
 
+def gru_update(x, inner, h_prev):
+    """The Keras GRU cell's update (``reset_after=True``) from its two projections.
+
+    ``x`` = input projection + input bias, ``inner`` = ``h_prev`` projection + recurrent
+    bias, both (B, 3U) in gate order z, r, h. Returns ``(h, (z, r, hh, i_h))``: the new
+    state and what the fused loop's backward pass needs.
+    """
+    x_z, x_r, x_h = ops.split(x, 3, axis=-1)
+    i_z, i_r, i_h = ops.split(inner, 3, axis=-1)
+    z = ops.sigmoid(x_z + i_z)
+    r = ops.sigmoid(x_r + i_r)
+    hh = ops.tanh(x_h + r * i_h)
+    return z * h_prev + (1 - z) * hh, (z, r, hh, i_h)
+
+
 @keras.saving.register_keras_serializable(package="keras_captioning")
 class RNNDecoder(keras.layers.Layer):
     """Embedding + recurrent cell + output layers, used one time step at a time.
@@ -145,13 +160,7 @@ class RNNDecoder(keras.layers.Layer):
         inner = ops.matmul(h_prev, recurrent) if projected_state is None else projected_state
         units = self.units
         if self.rnn == "gru":
-            inner = ops.add(inner, recurrent_bias)
-            x_z, x_r, x_h = ops.split(x, 3, axis=-1)
-            r_z, r_r, r_h = ops.split(inner, 3, axis=-1)
-            z = ops.sigmoid(x_z + r_z)
-            r = ops.sigmoid(x_r + r_r)
-            hh = ops.tanh(x_h + r * r_h)
-            h = z * h_prev + (1 - z) * hh
+            h, _ = gru_update(x, ops.add(inner, recurrent_bias), h_prev)
             return h, [h]
         gates = x + inner
         i = ops.sigmoid(gates[:, :units])
