@@ -105,6 +105,9 @@ class TrainConfig:
     scst_max_length: int = 16  # scst: sampled captions stop after this many steps (END included)
     scst_dropout: bool = False  # scst: the policy-gradient pass runs the model with its dropout on
     #   (model.dropout), as self-critical.pytorch trains in train mode; sampling stays dropout-free
+    scst_reward_end: bool = False  # scst: the END token is a word of the reward's n-grams (captions
+    #   and references), as in self-critical.pytorch: "... on a END" matches no reference, and a
+    #   caption cut off by scst_max_length earns no end n-grams
 
 
 @dataclass

@@ -172,6 +172,26 @@ def test_scst_config_needs_an_init_run(tmp_path):
         smoke_config(tmp_path, **{"train.objective": "sgd"})
 
 
+def test_reward_end_setting_reaches_the_stage_reward(tmp_path, monkeypatch):
+    # train.scst_reward_end -> build_reward(..., reward_end=True) -> END counts as a word.
+    from keras_captioning.data.vocab import Vocabulary
+    from keras_captioning.training import scst_stage
+
+    cfg = smoke_config(tmp_path, **{"train.objective": "scst", "train.init_from": "x",
+                                    "train.scst_reward_end": True})
+    assert cfg.train.scst_reward_end is True
+    refs = {"a": ["a dog runs on the grass", "the dog runs on grass"], "b": ["two people on a bench"]}
+    monkeypatch.setattr(scst_stage, "collect_references", lambda pattern: refs)
+    vocab = Vocabulary.build([c for cs in refs.values() for c in cs])
+    cut = np.asarray([vocab.encode("a dog runs on the")[1:]])  # START dropped; ends with END
+    whole = np.asarray([vocab.encode("a dog runs on the grass")[1:]])
+    scores = {}
+    for flag in (False, True):
+        reward = scst_stage.build_reward("unused", vocab, reward_end=flag)
+        scores[flag] = reward.score_ids(["a"], cut)[0] / reward.score_ids(["a"], whole)[0]
+    assert scores[True] < scores[False]
+
+
 @pytest.mark.parametrize("name, init, model", [
     ("demo_attention_scst", "runs/demo-attention", "attention"),
     ("flickr8k_attention_scst", "runs/flickr8k_attention", "attention"),

@@ -71,12 +71,20 @@ def collect_references(shard_pattern) -> dict:
     return references
 
 
-def build_reward(shard_pattern, vocab):
-    """The CIDEr-D reward over the split's references (df computed here, once)."""
+REWARD_END_TOKEN = "<end-of-caption>"  # the reward's END word (train.scst_reward_end)
+
+
+def build_reward(shard_pattern, vocab, reward_end: bool = False):
+    """The CIDEr-D reward over the split's references (df computed here, once).
+
+    ``reward_end``: the END token counts as a word of every n-gram set (``CiderDReward``'s
+    ``end_token``).
+    """
     from keras_captioning.metrics.cider_reward import CiderDReward
 
     words = [vocab.decode([i]) for i in range(len(vocab))]  # "" for PAD/START/END
-    return CiderDReward(collect_references(shard_pattern), words=words, end_id=vocab.end_id)
+    return CiderDReward(collect_references(shard_pattern), words=words, end_id=vocab.end_id,
+                        end_token=REWARD_END_TOKEN if reward_end else None)
 
 
 class StepLog(keras.callbacks.Callback):
@@ -164,9 +172,9 @@ def train_scst(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = Fa
         raise CaptioningError(f"{cfg.features_dir}: the train split has no captioned images")
     steps = cfg.train.steps_per_epoch or math.ceil(n_images / cfg.train.batch_size)
 
-    reward = build_reward(train_pattern, vocab)
-    log.info("scst reward: CIDEr-D over %d training images' references (document frequencies "
-             "computed once)", reward.num_images)
+    reward = build_reward(train_pattern, vocab, reward_end=cfg.train.scst_reward_end)
+    log.info("scst reward: CIDEr-D%s over %d training images' references (document frequencies "
+             "computed once)", " with END as a word" if cfg.train.scst_reward_end else "", reward.num_images)
 
     keras.utils.set_random_seed(cfg.train.seed)
     state = None
