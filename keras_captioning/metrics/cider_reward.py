@@ -23,9 +23,9 @@ with ``score_tokens`` gives ``CiderD().compute_score`` of the same set (a test c
 With ``end_token`` set, the end of a caption is a word of its n-grams, as in
 self-critical.pytorch's reward (its captions and references keep the END id): every reference
 and every finished caption gets one extra token, so "... on a END" matches no reference and
-a caption cut off by the length bound (no END sampled) earns no end n-grams. SCST without it
-learns captions that stop mid-phrase ("a dog runs through the"), which CIDEr-D of the bare
-words barely punishes. The end token is in every reference, so its unigram has idf 0; its
+a caption cut off by the length bound (no END sampled) earns no end n-grams. CIDEr-D of the
+bare words barely punishes a caption that stops mid-phrase ("a dog runs through the"), and SCST
+can learn such endings (on Flickr8k here it did not; it shortened the captions instead: README). The end token is in every reference, so its unigram has idf 0; its
 bigrams to 4-grams carry the weight. An empty caption still scores exactly 0.
 
 Memory: about 30 bytes per distinct n-gram per image (Flickr8k's 6 000 training images:
