@@ -172,8 +172,9 @@ def test_scst_config_needs_an_init_run(tmp_path):
         smoke_config(tmp_path, **{"train.objective": "sgd"})
 
 
-def test_reward_end_setting_reaches_the_stage_reward(tmp_path, monkeypatch):
-    # train.scst_reward_end -> build_reward(..., reward_end=True) -> END counts as a word.
+def test_reward_end_setting_parses_and_build_reward_adds_end(tmp_path, monkeypatch):
+    # train.scst_reward_end parses; build_reward(..., reward_end=True) -> END counts as a word
+    # (that train_scst passes the setting: test_stage_writes_its_own_run_and_keeps_the_best).
     from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.training import scst_stage
 
@@ -226,15 +227,20 @@ def _rows(path):
 
 
 @pytest.mark.slow  # trains a cross-entropy run first
-def test_stage_writes_its_own_run_and_keeps_the_best(xe_run):
+def test_stage_writes_its_own_run_and_keeps_the_best(xe_run, monkeypatch):
+    from keras_captioning.training import scst_stage
     from keras_captioning.training.callbacks import read_checkpoint
     from keras_captioning.training.trainer import train
 
+    built = []  # the stage's reward: train.scst_reward_end must reach it
+    real_build = scst_stage.build_reward
+    monkeypatch.setattr(scst_stage, "build_reward", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
     cfg = smoke_config(xe_run, run="scst", **{"train.objective": "scst", "train.init_from": xe_run / "xe",
                                               "train.epochs": 2, "train.steps_per_epoch": 2,
-                                              "train.early_stopping_patience": 5})
+                                              "train.early_stopping_patience": 5, "train.scst_reward_end": True})
     run = xe_run / "scst"
     assert train(cfg) == str(run)
+    assert len(built) == 1 and built[0]._end is not None  # END is a word of the stage's reward
     info = json.loads((run / "run.json").read_text())
     assert info["objective"] == "scst" and info["init_from"] == str(xe_run / "xe")
     steps = _rows(run / "steps.csv")
