@@ -6,33 +6,67 @@ download code can all use it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
 
+from keras_captioning.errors import CaptioningError
+
 CHUNK_BYTES = 1 << 20  # 1 MiB reads for hashing
 MIB = 1024 * 1024
 
 
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, suffix: str = ""):
+    """Yields a temporary path beside ``path``; on success it is fsynced and renamed to ``path``.
+
+    The one writer of the package: a file that exists under its final name is complete. On
+    ``OSError`` (no space, no permission, a folder that is a file, read-only file system) the
+    temporary file is removed and one ``CaptioningError`` names ``path`` and the reason.
+    ``suffix`` keeps an ending a writer needs (Keras saves only to ``*.keras``).
+    """
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}{suffix}"
+    try:
+        yield tmp
+        if os.path.isfile(tmp):
+            fsync_path(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise CaptioningError(f"{path}: cannot write it ({err.strerror or first_line(err)})") from None
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.remove(path)
+    except OSError:
+        pass
+
+
 def write_json_atomic(path: str | os.PathLike, payload: dict, indent: int = 2) -> None:
-    """Writes ``payload`` to ``path`` through a fsynced temporary file and an atomic rename.
+    """Writes ``payload`` to ``path`` through ``atomic_output``.
 
     Keys starting with ``_`` are in-memory bookkeeping and are not written.
     """
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
     data = {k: v for k, v in payload.items() if not str(k).startswith("_")}
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=indent)
         fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: str | os.PathLike):

@@ -10,8 +10,9 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "keras_captioning"
 
 # The one table of import rules: each top-level module or package of keras_captioning -> the
 # others it may import (lazily or not). A module missing here fails the test: add it.
+# "errors" is the one leaf under all; "utils" raises its errors.
 # "__init__" is ``from keras_captioning import __version__``.
-LEAVES = {"errors": set(), "utils": set()}
+LEAVES = {"errors": set(), "utils": {"errors"}}
 ALLOWED = {
     **LEAVES,
     "ranges": {"errors"},
