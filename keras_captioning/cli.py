@@ -156,6 +156,15 @@ def cmd_coco_data(args) -> int:
     return 0
 
 
+def cmd_convert_weights(args) -> int:
+    from keras_captioning.features.convert_weights import convert_weights
+
+    out = convert_weights(args.backbone, args.source, args.out)
+    print(f"convert-weights: wrote {out}; use it with --set features.backbone={args.backbone} "
+          f"--set features.weights={out}")
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="run directory")
     p.add_argument("--bundle", default=None, help="captioner bundle folder (Captioner.save / export --format bundle)")
@@ -225,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", nargs="*", default=None,
                    help="subset of: annotations train2014 val2014 karpathy")
     p.set_defaults(func=cmd_coco_data)
+
+    p = sub.add_parser("convert-weights", help="convert a published PyTorch checkpoint into Keras weights")
+    p.add_argument("backbone", help="efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2")
+    p.add_argument("--from", dest="source", required=True, help="the .pth checkpoint (data/README.md)")
+    p.add_argument("--out", required=True, help="the .weights.h5 file to write")
+    p.set_defaults(func=cmd_convert_weights)
     return parser
 
 

