@@ -10,7 +10,6 @@ import os
 
 from benchmarks.harness import Context, Result, compare, median, rates
 
-
 LITE_FLOOR = 57.0  # images/s of a plain Keras Lite0 port over the 8 091 Flickr8k photos, 2 cores
 
 
