@@ -79,3 +79,29 @@ def test_photo_table_trains_and_evaluates_with_only_the_config(tmp_path, capsys)
     assert "## Skipped rows and images (4)" in report
     assert "- `gone.jpg` (before the split): file not found" in report
     assert "`notes.jpg`" in report and "row 62: empty caption" in report
+
+
+def test_make_photo_table_example_writes_a_table_the_loader_reads(tmp_path):
+    import subprocess
+    import sys
+
+    from keras_captioning.data import load_table
+    from tests.helpers import subprocess_env
+
+    (tmp_path / "src").mkdir()
+    entries = []
+    for i in range(4):
+        Image.new("RGB", (8, 8)).save(tmp_path / "src" / f"{i}.jpg")
+        entries.append({"filename": f"{i}.jpg", "split": "train", "imgid": i,
+                        "sentences": [{"raw": f"A photo number {i}.", "tokens": []}, {"tokens": ["a", "red", "one"]}]})
+    (tmp_path / "split.json").write_text(json.dumps({"images": entries}))
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "make_photo_table.py"), "--split-file",
+                          str(tmp_path / "split.json"), "--images", str(tmp_path / "src"), "--out",
+                          str(tmp_path / "mine"), "--count", "3"], env=subprocess_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--set data.image_column=photo --set data.caption_column=description" in out.stdout
+    records = load_table(tmp_path / "mine" / "captions.csv", tmp_path / "mine" / "photos",
+                         image_column="photo", caption_column="description")
+    assert len(records) == 4 and records[-1].image_id == "notes.jpg"  # 3 photos + the text file
+    assert all(len(r.captions) == 2 for r in records[:3]) and "a red one" in records[0].captions
