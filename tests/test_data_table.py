@@ -143,7 +143,7 @@ def test_bad_csv_row_is_skipped_with_one_warning(tmp_path, caplog, row, reason):
 
 
 def test_row_in_a_wrong_encoding_is_skipped(tmp_path, caplog):
-    data = "image,caption\na.jpg,A dog.\n".encode() + "b.jpg,Un chien près du café.\n".encode("latin-1")
+    data = b"image,caption\na.jpg,A dog.\n" + "b.jpg,Un chien près du café.\n".encode("latin-1")
     table = write(tmp_path / "t.csv", data)
     photos(tmp_path, "a.jpg", "b.jpg")
     with caplog.at_level(logging.WARNING):
