@@ -339,7 +339,8 @@ def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta) -> str
     paths = _image_paths(cfg)
     sections = [f"# Evaluation of `{run_dir}` on the {meta['split']} split",
                 f"{meta['num_images']} images, beam {meta['beam']}, checkpoint `{meta['checkpoint']}`. "
-                "Scores are corpus-level against all references (x100; WER as a fraction).",
+                "Scores are corpus-level against all references (x100; WER as a fraction); distinct and "
+                "vocab used are counts, length and ref length words per caption.",
                 "", table, ""]
     sections += [f"{name} is n/a: {hint}." for name, hint in meta.get("unavailable", {}).items()]
     sections += _skipped_section(run_dir)
