@@ -24,9 +24,9 @@ from keras_captioning.ranges import CHOICES, RANGES, check_value
 
 @dataclass
 class DataConfig:
-    format: str = "synthetic"  # synthetic | coco | karpathy | flickr8k
+    format: str = "synthetic"  # synthetic | coco | karpathy | flickr8k | table (your own photos)
     root: str = "data/synthetic"  # dataset folder (synthetic: generated here if missing)
-    captions: str | None = None  # captions file (COCO/Karpathy JSON, Flickr8k token/CSV)
+    captions: str | None = None  # captions file (COCO/Karpathy JSON, Flickr8k token/CSV, table)
     images: str | None = None  # image folder (default: <root>/images or the file's folder)
     num_images: int | None = None  # the study's subset: 6000 or 10000 images (None = all)
     splits: dict | None = field(  # by-image split ratios; None keeps the dataset's own split
@@ -37,6 +37,12 @@ class DataConfig:
     max_length: int | None = 32  # tokens incl. <start>/<end>; longer captions are truncated
     synthetic_images: int = 1500  # size of the generated dataset when format=synthetic
     synthetic_image_size: int = 96
+    # format=table: a CSV / TSV / JSON-lines file, one row per (image, caption) (data/table.py)
+    image_column: str = "image"  # image file name, relative to data.images
+    caption_column: str = "caption"  # one caption
+    split_column: str | None = "split"  # the image's split; absent column or null: data.splits applies
+    delimiter: str | None = None  # CSV/TSV field separator (one character, or "tab"); null: tab for
+    #   .tsv/.tab files, else a comma (a file starting with "{" is read as JSON lines)
 
 
 @dataclass
@@ -327,8 +333,26 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
     if cfg.train.objective == "scst" and cfg.train.scst_baseline == "mean" and cfg.train.scst_samples < 2:
         raise CaptioningError(f"{source}: train.scst_baseline=mean needs train.scst_samples >= 2 "
                               f"(the mean of the other samples), got {cfg.train.scst_samples}")
+    _validate_table(cfg.data, source)
     check_folder(cfg.features.out_dir, "features.out_dir")
     check_folder(cfg.train.run_dir, "train.run_dir")
+
+
+def _validate_table(data: DataConfig, source: str) -> None:
+    """The caption table's column names and delimiter (``data.format: table``)."""
+    for key in ("image_column", "caption_column", "split_column"):
+        value = getattr(data, key)
+        if (value is not None or key != "split_column") and (not isinstance(value, str) or not value.strip()):
+            raise CaptioningError(f"{source}: data.{key}={value!r}: expected a column name")
+    if len({data.image_column, data.caption_column, data.split_column} - {None}) < (2 + bool(data.split_column)):
+        raise CaptioningError(f"{source}: data.image_column, data.caption_column and data.split_column must "
+                              "name different columns")
+    if data.delimiter == "tab":
+        data.delimiter = "\t"
+    if data.delimiter is not None and (not isinstance(data.delimiter, str) or len(data.delimiter) != 1
+                                       or data.delimiter in "\"\r\n"):
+        raise CaptioningError(f"{source}: data.delimiter={data.delimiter!r}: expected null, \"tab\" or one "
+                              "character such as \",\" or \";\"")
 
 
 def save_config(cfg: ExperimentConfig, path: str) -> None:

@@ -117,7 +117,9 @@ def _decode_batch(model, vocab, batch, beam: int, max_length: int, length_penalt
 
 
 def format_table(rows: list, columns: list) -> str:
-    """A markdown table from a list of dicts (numbers shown x100 for scores, WER as is)."""
+    """A markdown table from a list of dicts (numbers shown x100 for scores, WER and lengths as is)."""
+    from keras_captioning.metrics import WORD_COUNT_COLUMNS
+
     header = "| " + " | ".join(columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
     lines = [header, sep]
@@ -126,7 +128,8 @@ def format_table(rows: list, columns: list) -> str:
         for col in columns:
             value = row.get(col, "")
             if isinstance(value, float):
-                value = "n/a" if np.isnan(value) else (f"{value:.3f}" if col == "WER" else f"{100 * value:.1f}")
+                value = "n/a" if np.isnan(value) else (f"{value:.3f}" if col == "WER" else f"{value:.1f}"
+                                                       if col in WORD_COUNT_COLUMNS else f"{100 * value:.1f}")
             cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -171,6 +174,34 @@ def _image_paths(cfg) -> dict:
     except (CaptioningError, OSError) as exc:
         log.warning("images for the panels are not available (%s)", exc)
         return {}
+
+
+def _train_captions(cfg) -> list | None:
+    """The training split's captions (for the "novel" column), from the run's dataset; None if unreadable."""
+    try:
+        from keras_captioning.features.build import load_records
+
+        return [c for r in load_records(cfg) if r.split == "train" for c in r.captions]
+    except (CaptioningError, OSError) as exc:
+        log.warning("training captions not available, 'novel' is n/a (%s)", exc)
+        return None
+
+
+def _skipped_section(run_dir: str, shown: int = 20) -> list:
+    """Report lines listing the rows and images the features step skipped (the manifest's ``skipped``)."""
+    try:
+        skipped = RunDirectory(run_dir).manifest().get("skipped") or []
+    except (CaptioningError, OSError, ValueError):
+        return []
+    if not skipped:
+        return []
+    lines = [f"## Skipped rows and images ({len(skipped)})", "",
+             "What the dataset loader and the feature extraction left out (the features manifest lists all).", ""]
+    lines += [f"- `{s.get('image_id')}` ({s.get('split') or 'before the split'}): {s.get('reason')}"
+              for s in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"- ... and {len(skipped) - shown} more")
+    return lines + [""]
 
 
 def report_dir_name(cfg, split: str, checkpoint: str, beam: int, length_penalty: float) -> str:
@@ -274,6 +305,7 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     computed, per_image = kc_metrics.compute_all(
         gts, res, metrics=[m for m in requested if not (isinstance(m, str) and m in unavailable)])
     scores = {**computed, **{name: float("nan") for name in unavailable}}  # NaN shows as "n/a"
+    scores.update(kc_metrics.diversity_scores(res, gts, _train_captions(cfg)))  # how varied the captions are
     meta = {**describe_run(cfg, manifest), "split": split, "beam": beam, "length_penalty": length_penalty,
             "num_images": len(decoded), "checkpoint": checkpoint, "unavailable": unavailable}
     with open(os.path.join(out_dir, "scores.json"), "w", encoding="utf-8") as fh:
@@ -282,7 +314,7 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
         json.dump([{"image_id": d["image_id"], "caption": d["caption"], "references": d["references"],
                     "scores": per_image.get(d["image_id"], {})} for d in decoded], fh, indent=1)
 
-    columns = RUN_COLUMNS + [m for m in TABLE_METRICS if m in scores]
+    columns = RUN_COLUMNS + [m for m in TABLE_METRICS + list(kc_metrics.DIVERSITY_COLUMNS) if m in scores]
     table = format_table([{**meta, **scores}], columns)
     report = _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta)
     return {"scores": scores, "table": table, "report_dir": out_dir, "report": report,
@@ -307,9 +339,11 @@ def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta) -> str
     paths = _image_paths(cfg)
     sections = [f"# Evaluation of `{run_dir}` on the {meta['split']} split",
                 f"{meta['num_images']} images, beam {meta['beam']}, checkpoint `{meta['checkpoint']}`. "
-                "Scores are corpus-level against all references (x100; WER as a fraction).",
+                "Scores are corpus-level against all references (x100; WER as a fraction); distinct and "
+                "vocab used are counts, length and ref length words per caption.",
                 "", table, ""]
     sections += [f"{name} is n/a: {hint}." for name, hint in meta.get("unavailable", {}).items()]
+    sections += _skipped_section(run_dir)
     panels = choose_panels(decoded, per_image, cfg.eval.num_panels)
     for name, items in panels.items():
         examples = []
@@ -360,7 +394,9 @@ def compare_runs(run_dirs: list, out_dir: str = "runs/compare"):
     if not rows:
         raise CaptioningError("compare: no evaluated runs found (run `make evaluate` first); looked in "
                               + ", ".join(run_dirs))
-    metrics = [m for m in TABLE_METRICS if any(m in r for r in rows)]
+    from keras_captioning.metrics import DIVERSITY_COLUMNS
+
+    metrics = [m for m in TABLE_METRICS + list(DIVERSITY_COLUMNS) if any(m in r for r in rows)]
     columns = ["run"] + RUN_COLUMNS + ["split", "checkpoint", "beam"] + metrics
     table = format_table(rows, columns)
     os.makedirs(out_dir, exist_ok=True)

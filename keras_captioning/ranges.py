@@ -37,7 +37,7 @@ class Range:
 
 # Every enumerated setting's valid values.
 CHOICES = {
-    ("data", "format"): ("synthetic", "coco", "karpathy", "flickr8k"),
+    ("data", "format"): ("synthetic", "coco", "karpathy", "flickr8k", "table"),
     ("features", "dtype"): ("float16", "float32"),
     ("model", "type"): ("attention", "merge"),
     ("model", "rnn"): ("gru", "lstm"),

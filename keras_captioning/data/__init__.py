@@ -11,6 +11,7 @@ from keras_captioning.data.karpathy import load_karpathy
 from keras_captioning.data.loaders import load_dataset, load_synthetic
 from keras_captioning.data.records import CaptionRecord
 from keras_captioning.data.splits import select_and_split
+from keras_captioning.data.table import load_table
 from keras_captioning.data.vocab import Vocabulary, normalize_caption
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "load_flickr8k",
     "load_karpathy",
     "load_synthetic",
+    "load_table",
     "normalize_caption",
     "select_and_split",
 ]

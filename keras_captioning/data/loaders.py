@@ -10,6 +10,7 @@ from keras_captioning.data.coco import load_coco
 from keras_captioning.data.flickr8k import load_flickr8k
 from keras_captioning.data.karpathy import load_karpathy
 from keras_captioning.data.records import CaptionRecord
+from keras_captioning.data.table import load_table
 from keras_captioning.errors import CaptioningError
 
 # Layout written by ``keras_captioning.data.synthetic`` (defined here, not there, so that
@@ -34,6 +35,7 @@ LOADERS = {
     "flickr8k": load_flickr8k,
     "karpathy": load_karpathy,
     "synthetic": load_synthetic,
+    "table": load_table,
 }
 
 
@@ -47,7 +49,9 @@ def load_dataset(fmt: str, **kwargs) -> list[CaptionRecord]:
     Args:
         fmt: ``"coco"`` (``captions_json, image_dir, split=None``), ``"karpathy"``
             (``json_path, image_root, restval="train"``), ``"flickr8k"`` (``captions_path,
-            image_dir, split_files=None``) or ``"synthetic"`` (``root``); every loader also
+            image_dir, split_files=None``), ``"table"`` (``table_path, image_dir, image_column="image",
+            caption_column="caption", split_column="split", delimiter=None``) or ``"synthetic"``
+            (``root``); every loader also
             takes ``check_files=True``.
         **kwargs: the chosen loader's arguments. For the three file formats the annotation
             file and the image folder may also be given as ``captions=`` and ``images=``.

@@ -11,7 +11,7 @@ import os
 
 from keras_captioning.config import ExperimentConfig
 from keras_captioning.data.loaders import load_dataset
-from keras_captioning.data.records import collect_skips
+from keras_captioning.data.records import UNSPLIT, collect_skips
 from keras_captioning.data.shards import damaged_shards, read_manifest
 from keras_captioning.data.splits import select_and_split
 from keras_captioning.data.synthetic import generate_synthetic
@@ -30,7 +30,10 @@ def load_records(cfg: ExperimentConfig, skipped: list | None = None):
         records = _read_dataset(cfg)
     if skipped is not None:
         skipped.extend(found)
-    return select_and_split(records, num_images=cfg.data.num_images, ratios=cfg.data.splits, seed=cfg.data.seed)
+    ratios = cfg.data.splits
+    if cfg.data.format == "table" and all(r.split != UNSPLIT for r in records):
+        ratios = None  # the table's split column decides
+    return select_and_split(records, num_images=cfg.data.num_images, ratios=ratios, seed=cfg.data.seed)
 
 
 def _read_dataset(cfg: ExperimentConfig):
@@ -45,7 +48,10 @@ def _read_dataset(cfg: ExperimentConfig):
         if not data.captions:
             raise CaptioningError(f"data.captions: required for data.format={data.format}")
         images = data.images or os.path.dirname(data.captions)
-        records = load_dataset(data.format, captions=data.captions, images=images)
+        table = {} if data.format != "table" else {
+            "image_column": data.image_column, "caption_column": data.caption_column,
+            "split_column": data.split_column, "delimiter": data.delimiter}
+        records = load_dataset(data.format, captions=data.captions, images=images, **table)
     if not records:
         raise CaptioningError(f"{data.captions or data.root}: no usable images with captions")
     return records

@@ -55,6 +55,9 @@ def feature_fingerprint(cfg: ExperimentConfig) -> dict:
         "features.shard_size": feats.shard_size,
         "shard_format": FORMAT_VERSION,
     }
+    if data.format == "table":  # which columns hold what
+        for key in ("image_column", "caption_column", "split_column", "delimiter"):
+            settings[f"data.{key}"] = getattr(data, key)
     if data.format == "synthetic":  # the generated dataset's own settings
         settings["data.synthetic_images"] = data.synthetic_images
         settings["data.synthetic_image_size"] = data.synthetic_image_size

@@ -11,11 +11,13 @@ share one documented tokenizer (:mod:`.tokenizer`, PTB-like by default).
 
 Columns: "BLEU-1".."BLEU-4", "METEOR" (NLTK), "METEOR-1.5" (official jar, opt-in), "GLEU-1-4",
 "GLEU-1-2", "WER", "CIDEr-D", "ROUGE-L" (see :mod:`.scoring`). ``study_compat`` reproduces the
-study's (wrong) single-reference calls and numbers.
+study's (wrong) single-reference calls and numbers. :mod:`.diversity` adds how varied the
+captions are (distinct captions, vocabulary used, novel, Div-1/2, lengths).
 """
 
 from keras_captioning.metrics.bleu import Bleu, corpus_bleu_scores, sentence_bleu
 from keras_captioning.metrics.cider_d import CiderD
+from keras_captioning.metrics.diversity import DIVERSITY_COLUMNS, WORD_COUNT_COLUMNS, diversity_scores
 from keras_captioning.metrics.errors import MetricInputError, WordNetNotFoundError
 from keras_captioning.metrics.gleu import Gleu, sentence_gleu
 from keras_captioning.metrics.meteor import Meteor, sentence_meteor
@@ -41,6 +43,7 @@ from keras_captioning.metrics.wordnet import find_wordnet, load_wordnet
 __all__ = [
     "ALL_METRICS",
     "DEFAULT_METRICS",
+    "DIVERSITY_COLUMNS",
     "PTB_PUNCTUATION",
     "Bleu",
     "CiderD",
@@ -52,8 +55,10 @@ __all__ = [
     "RougeL",
     "Wer",
     "WordNetNotFoundError",
+    "WORD_COUNT_COLUMNS",
     "compute_all",
     "corpus_bleu_scores",
+    "diversity_scores",
     "find_wordnet",
     "get_tokenizer",
     "load_wordnet",
