@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,7 @@ def run_demo(quick: bool = False, out_dir: str = "runs/demo") -> str:
         _step(f"evaluating {name}", t0)
 
     log.info("demo: 4/4 attention localisation and the report")
-    from keras_captioning.data.vocab import Vocabulary
-
-    vocab = Vocabulary.load(os.path.join(cfgs["attention"].run_dir, "vocab.json"))
+    vocab = RunDirectory(cfgs["attention"].run_dir).vocab()
     objects, sizes = _synthetic_meta(cfgs["attention"].data.root)
     loc = localisation_score(results["attention"]["decoded"], vocab, objects, sizes)
     report = _write_demo_report(out_dir, cfgs, results, loc, timings, time.time() - t0, quick)
@@ -177,7 +176,7 @@ def _write_demo_report(out_dir, cfgs, results, loc, timings, total, quick) -> st
         "",
     ]
     for name, cfg in cfgs.items():
-        src = os.path.join(cfg.run_dir, "loss.png")  # drawn by the trainer
+        src = RunDirectory(cfg.run_dir).loss_png  # drawn by the trainer
         if os.path.exists(src):
             shutil.copyfile(src, os.path.join(out_dir, f"loss-{name}.png"))
             lines += [f"{name} model:", "", f"![loss {name}](loss-{name}.png)", ""]

@@ -123,8 +123,11 @@ def _train(stage, strategy, run_dir: str, info: dict | None, resume_from: str | 
     cfg = stage.cfg
     resume = info is not None
     resume_from = resume_from or run_dir
+    run = RunDirectory(run_dir)
+    allowed = []
     if resume:
         stage.check_resume(info, resume_from)
+        allowed = _check_resumed_config(cfg, RunDirectory(resume_from))
 
     # The policy must be set before any layer is built.
     policy = set_policy(cfg.train.mixed_precision)
@@ -133,7 +136,6 @@ def _train(stage, strategy, run_dir: str, info: dict | None, resume_from: str | 
     features = FeatureFolder(cfg.features_dir)
     vocab = features.vocab()
     features.check_vocab(manifest, vocab)
-    run = RunDirectory(run_dir)
     ctx = RunContext(cfg=cfg, run=run, resume_from=RunDirectory(resume_from), features=features,
                      manifest=manifest, vocab=vocab, feature=model_type(cfg.model.type).feature, policy=policy)
     stage.prepare(ctx)
@@ -155,6 +157,11 @@ def _train(stage, strategy, run_dir: str, info: dict | None, resume_from: str | 
     if not resume:
         state, extra = stage.start(ctx, fit_model, validation)
         run.create(cfg, vocab, cfg.features_dir, policy=policy, **extra)
+    elif allowed and run.exists():  # config.yaml follows the run; run.json keeps what changed, and when
+        info = run.info()
+        info.setdefault("resumed", []).append({"at_epoch": int(state["next_epoch"]), "changed": allowed})
+        run.write_config(cfg)
+        run.write_json(run.INFO, info)
 
     first_epoch = int(state["next_epoch"]) if state else 0
     if first_epoch >= cfg.train.epochs:
@@ -198,6 +205,9 @@ def _train(stage, strategy, run_dir: str, info: dict | None, resume_from: str | 
         ckpt.save_interrupted(tracker.epoch)
         log.warning("interrupted: checkpoint saved in %s; continue with --resume", run_dir)
         raise
+    except OSError as err:  # a logger meeting a full or read-only disk (checkpoints say it themselves)
+        raise CaptioningError(f"{run_dir}: cannot write the run ({err.strerror or err}); free space, then "
+                              "train with --resume") from None
     except Exception as err:
         raise _shard_read_error(err, features, run_dir) from None
     finally:
@@ -206,6 +216,25 @@ def _train(stage, strategy, run_dir: str, info: dict | None, resume_from: str | 
         raise CaptioningError(f"{run_dir}: training stopped on a non-finite loss; the last good "
                               "checkpoint is checkpoints/last.keras")
     return run_dir
+
+
+def _check_resumed_config(cfg: ExperimentConfig, run: RunDirectory) -> list[str]:
+    """Refuses, in one line, a resume whose config alters the model, the data or the features.
+
+    Returns the allowed changes (``config.RESUMABLE``: epochs, patience, schedule, ...).
+    """
+    from keras_captioning.config import RESUMABLE, config_changes
+
+    refused, allowed = config_changes(run.config(), cfg)
+    if refused:
+        may = ", ".join(sorted(k for k in RESUMABLE if "." in k))
+        raise CaptioningError(
+            f"{run.config_path}: --resume cannot change {'; '.join(refused)} (they alter the model, the data "
+            f"or the features; a resume may change {may} and eval.*); start a new run with --overwrite or "
+            "another train.run_dir")
+    if allowed:
+        log.info("%s: resumed with %s", run.path, "; ".join(allowed))
+    return allowed
 
 
 def _shard_read_error(err: Exception, features, run_dir: str) -> Exception:
@@ -218,9 +247,14 @@ def _shard_read_error(err: Exception, features, run_dir: str) -> Exception:
 
 
 def _draw_curves(run: RunDirectory) -> None:
+    """``loss.png`` from ``log.csv``; a disk that refuses it costs the picture, never the run's error."""
     import os
 
     from keras_captioning.viz import plot_loss_curves
 
-    if os.path.exists(run.log_csv):
+    if not os.path.exists(run.log_csv):
+        return
+    try:
         plot_loss_curves(run.log_csv, run.loss_png)
+    except OSError as err:
+        log.warning("%s: not drawn (%s)", run.loss_png, err.strerror or err)
