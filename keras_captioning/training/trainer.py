@@ -70,7 +70,18 @@ def stage_for(cfg: ExperimentConfig):
 
 
 def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> str:
-    """Trains ``cfg``'s model (its stage's) and returns the run directory."""
+    """Trains ``cfg``'s model (its stage's) and returns the run directory.
+
+    With ``train.seeds`` it trains one run per seed (``config.seed_configs``: ``<run_dir>/seed-<n>``)
+    and returns ``run_dir``, the folder holding them.
+    """
+    from keras_captioning.config import seed_configs
+
+    if cfg.train.seeds:
+        for one in seed_configs(cfg):
+            log.info("seed %d of train.seeds %s: %s", one.train.seed, cfg.train.seeds, one.run_dir)
+            train(one, resume=resume, overwrite=overwrite)
+        return cfg.run_dir
     stage = stage_for(cfg)
     stage.check()
     # First, before any TensorFlow op: MultiWorkerMirroredStrategy configures the runtime.
