@@ -200,7 +200,7 @@ class SCSTStage(Stage):
         log.info("scst: init model %s scores val CIDEr-D %.1f (greedy); best.keras until an epoch beats it",
                  self.init_path, 100 * init_score)
         state = {"best": init_score, "schedule": {"best": init_score}, "next_epoch": 0}
-        return state, {"objective": "scst", "init_from": self.cfg.train.init_from, "init_val_cider_d": init_score}
+        return state, {"init_from": self.cfg.train.init_from, "init_val_cider_d": init_score}
 
     def epoch_dataset(self, ctx, epoch: int, steps: int):
         part = make_image_dataset(ctx.features.shard_pattern("train"), self.cfg.train.batch_size, feature=ctx.feature,

@@ -69,10 +69,11 @@ def stage_for(cfg: ExperimentConfig):
     return CrossEntropyStage(cfg)
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> str:
-    """Trains ``cfg``'s model (its stage's) and returns the run directory.
+def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, stage_class=None) -> str:
+    """Trains ``cfg``'s model and returns the run directory.
 
-    With ``train.seeds`` it trains one run per seed (``config.seed_configs``: ``<run_dir>/seed-<n>``)
+    ``stage_class`` (a ``Stage`` subclass) replaces the stage ``train.objective`` names. With
+    ``train.seeds`` it trains one run per seed (``config.seed_configs``: ``<run_dir>/seed-<n>``)
     and returns ``run_dir``, the folder holding them.
     """
     from keras_captioning.config import seed_configs
@@ -80,9 +81,9 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) 
     if cfg.train.seeds:
         for one in seed_configs(cfg):
             log.info("seed %d of train.seeds %s: %s", one.train.seed, cfg.train.seeds, one.run_dir)
-            train(one, resume=resume, overwrite=overwrite)
+            train(one, resume=resume, overwrite=overwrite, stage_class=stage_class)
         return cfg.run_dir
-    stage = stage_for(cfg)
+    stage = stage_class(cfg) if stage_class is not None else stage_for(cfg)
     stage.check()
     # First, before any TensorFlow op: MultiWorkerMirroredStrategy configures the runtime.
     strategy = _strategy(cfg.train.strategy)
@@ -167,6 +168,8 @@ def _train(stage, strategy, run_dir: str, info: dict | None, resume_from: str | 
     validation = stage.decoded_validation(ctx)
     if not resume:
         state, extra = stage.start(ctx, fit_model, validation)
+        if stage.objective:  # what check_resume reads back
+            extra = {"objective": stage.objective, **extra}
         run.create(cfg, vocab, cfg.features_dir, policy=policy, **extra)
     elif allowed and run.exists():  # config.yaml follows the run; run.json keeps what changed, and when
         info = run.info()
