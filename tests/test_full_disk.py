@@ -20,6 +20,7 @@ from keras_captioning.run_directory import RunDirectory
 from tests.helpers import SMOKE, smoke_overrides
 
 PAGE = 4096
+pytestmark = pytest.mark.slow  # extracts and trains twice each: ~1.5 min on 2 cores
 
 
 @pytest.fixture
