@@ -34,7 +34,7 @@ ALLOWED = {
     "captioner": {"bundle", "decoding", "errors", "evaluate", "features", "models", "ranges", "run_directory",
                   "utils", "viz"},
     "export": {"__init__", "decoding", "errors", "features"},
-    "demo": {"config", "data", "errors", "evaluate", "features", "run_directory", "training"},
+    "demo": {"config", "data", "errors", "evaluate", "features", "run_directory", "training", "utils"},
     "cli": {"captioner", "config", "data", "demo", "errors", "evaluate", "export", "features", "gallery",
             "ranges", "training"},
     "__main__": {"cli"},
