@@ -25,13 +25,13 @@ def write_shards(records, grids, vocab, out_dir: str, dtype: str = "float16", sh
         MANIFEST_NAME,
         serialize_example,
     )
-    from keras_captioning.features.extract import SHARD_PATTERN
+    from keras_captioning.features.feature_folder import FeatureFolder
 
     os.makedirs(out_dir, exist_ok=True)
     count = math.ceil(len(records) / shard_size)
     names = []
     for index in range(count):
-        names.append(SHARD_PATTERN.format(split="train", index=index, count=count))
+        names.append(FeatureFolder.shard_name("train", index, count))
         chunk = slice(index * shard_size, (index + 1) * shard_size)
         with tf.io.TFRecordWriter(os.path.join(out_dir, names[-1])) as writer:
             for record, grid in zip(records[chunk], grids[chunk]):
@@ -80,7 +80,6 @@ def feature_files(ctx: Context) -> dict:
 
 
 def bench_input(ctx: Context) -> list[Result]:
-    import glob
 
     import tensorflow as tf
 
@@ -92,7 +91,9 @@ def bench_input(ctx: Context) -> list[Result]:
     s = ctx.sizes
     files = feature_files(ctx)
     records = files["records"]
-    shards = sorted(glob.glob(os.path.join(files["ours_dir"], "train-*.tfrecord")))
+    from keras_captioning.features.feature_folder import FeatureFolder
+
+    shards = FeatureFolder(files["ours_dir"]).shard_files("train")
     # The study: one element per (image, caption); captions padded to the longest in the set.
     paths = [sp.npy_path(files["study_dir"], r.image_id) for r in records for _ in r.captions]
     ids, _ = ctx.vocab.encode_batch([c for r in records for c in r.captions], None)

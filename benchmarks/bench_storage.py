@@ -12,8 +12,9 @@ def bench_storage(ctx: Context) -> list[Result]:
     s = ctx.sizes
     files = feature_files(ctx)
     n = len(files["records"])
-    shard_bytes = sum(os.path.getsize(os.path.join(files["ours_dir"], f))
-                      for f in os.listdir(files["ours_dir"]) if f.endswith(".tfrecord"))
+    from keras_captioning.features.feature_folder import FeatureFolder
+
+    shard_bytes = sum(os.path.getsize(f) for f in FeatureFolder(files["ours_dir"]).shard_files())
     npy_bytes = sum(os.path.getsize(p) for p in files["npy_paths"])
     ours, grid_npy = shard_bytes / n, npy_bytes / n
     grid16 = s.regions * s.feature_dim * 2

@@ -75,7 +75,9 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
     histogram = ctx.lengths or _default_lengths()
     longest = max(int(read_manifest(out)["longest_caption"]), max(map(int, histogram)) + 2)
     buckets = tuple(w for w in BUCKETS if w < longest) or None
-    pattern = f"{out}/train-*-of-*.tfrecord"
+    from keras_captioning.features.feature_folder import FeatureFolder
+
+    pattern = FeatureFolder(out).shard_pattern("train")
     epoch = list(make_train_dataset(pattern, s.train_batch, seed=1, shuffle_buffer=TrainConfig.shuffle_buffer,
                                     max_length=longest, length_buckets=buckets, batch_layout="image",
                                     drop_remainder=True))

@@ -46,6 +46,7 @@ def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int
 
     from keras_captioning.data.feature_cache import FeatureCache
     from keras_captioning.data.pipeline import count_examples, make_train_dataset
+    from keras_captioning.features.feature_folder import FeatureFolder
     from keras_captioning.models.attention_captioner import AttentionCaptioner
 
     regions, dim = manifest["grid_shape"]
@@ -53,7 +54,7 @@ def one_epoch(features_dir: str, manifest: dict, layout: str, buckets, seed: int
     captions = count_examples(manifest, "train", "all")
     steps = math.ceil(captions / 64)
     longest = int(manifest["longest_caption"])
-    pattern = os.path.join(features_dir, "train-*-of-*.tfrecord")
+    pattern = FeatureFolder(features_dir).shard_pattern("train")
     load_started = time.perf_counter()
     cache = FeatureCache.from_shards(pattern, "grid") if cached else None
     load_seconds = time.perf_counter() - load_started  # part of this epoch's wall time

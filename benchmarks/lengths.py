@@ -86,6 +86,7 @@ def write_length_shards(out_dir: str, images: int, regions: int, dim: int, seed:
         MANIFEST_NAME,
         serialize_example,
     )
+    from keras_captioning.features.feature_folder import FeatureFolder
 
     rng = np.random.default_rng(seed)
     os.makedirs(out_dir, exist_ok=True)
@@ -93,7 +94,7 @@ def write_length_shards(out_dir: str, images: int, regions: int, dim: int, seed:
     shards, per_shard, longest = [], 1000, 0
     count = math.ceil(images / per_shard)
     for index in range(count):
-        name = f"train-{index:05d}-of-{count:05d}.tfrecord"
+        name = FeatureFolder.shard_name("train", index, count)
         with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
             for image in range(index * per_shard, min(images, (index + 1) * per_shard)):
                 grid = rng.standard_normal((regions, dim), dtype=np.float32).astype("float16")

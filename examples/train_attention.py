@@ -14,9 +14,9 @@ import keras
 
 from keras_captioning.config import load_config
 from keras_captioning.data.pipeline import count_examples, make_train_dataset
-from keras_captioning.data.vocab import Vocabulary
 from keras_captioning.decoding import greedy_decode
 from keras_captioning.features.build import build_features
+from keras_captioning.features.feature_folder import FeatureFolder
 from keras_captioning.models import AttentionCaptioner
 
 # ## Setup
@@ -38,8 +38,9 @@ if args.smoke:
 # ## Data: one example per (image, caption), padded to the longest caption
 cfg = load_config(CONFIG, overrides)
 manifest = build_features(cfg)  # no-op when the shards are already there
-vocab = Vocabulary.load(os.path.join(args.features, "vocab.json"))
-pattern = os.path.join(args.features, "train-*.tfrecord")
+folder = FeatureFolder(args.features)  # owns the folder's file names
+vocab = folder.vocab()
+pattern = folder.shard_pattern("train")
 max_length = manifest["longest_caption"]
 train_ds = make_train_dataset(pattern, BATCH_SIZE, feature="grid", max_length=max_length).repeat()
 steps = math.ceil(count_examples(manifest, "train", "all") / BATCH_SIZE)

@@ -141,7 +141,7 @@ def cmd_demo(args) -> int:
     from keras_captioning.demo import run_demo
 
     check_folder(args.out, "--out")
-    report = run_demo(quick=args.quick, out_dir=args.out)
+    report = run_demo(quick=args.quick, out_dir=args.out, seeds=args.seeds)
     print(f"demo: report written to {report}")
     return 0
 
@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole study on the embedded synthetic dataset")
     p.add_argument("--quick", action="store_true", help="a tiny, seconds-long version")
     p.add_argument("--out", default="runs/demo", help="report folder")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train each model once per seed; the report gives mean ± sd (default: one seed)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("coco-data", help="download COCO 2014 captions, images and the Karpathy split")

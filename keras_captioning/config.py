@@ -83,7 +83,9 @@ class TrainConfig:
     #   an image's captions together, its features read and encoded once per batch (seq_per_img)
     cache_features: str = "off"  # on: hold the train split's features in memory; auto: when <= 4 GiB
     shuffle_buffer: int = 10000
-    seed: int = 0
+    seed: int = 0  # weight initialisation, data order, SCST sampling
+    seeds: list | None = None  # several seeds, e.g. [0, 1, 2]: one run per seed in <run_dir>/seed-<n>
+    #   (train.seed is then each of them); the demo's report gives mean +- sd over them
     mixed_precision: str = "auto"  # auto (mixed_float16 when a GPU is present) | on | off
     strategy: str = "default"  # default | mirrored | multiworker
     jit_compile: bool = False  # XLA
@@ -265,6 +267,56 @@ def load_config(path: str | None = None, overrides=None) -> ExperimentConfig:
     return from_dict(raw, source)
 
 
+#: What ``train --resume`` may change: how long and how the schedule goes on, where files are,
+#: and evaluation. Every other setting alters the model, the data or the features (or is not
+#: applied to a resumed optimizer: learning_rate, clipnorm, jit_compile) and is refused.
+RESUMABLE = frozenset({
+    "name", "train.run_dir", "features.out_dir", "features.batch_size",
+    "train.epochs", "train.early_stopping_patience", "train.lr_schedule", "train.lr_decay_factor",
+    "train.lr_patience", "train.min_learning_rate", "train.terminate_on_nan", "train.val_decode_images",
+})
+
+
+def _flat(cfg: ExperimentConfig) -> dict:
+    raw = cfg.to_dict()
+    flat = {"name": raw.pop("name")}
+    for section, values in raw.items():
+        flat.update({f"{section}.{key}": value for key, value in values.items()})
+    return flat
+
+
+def config_changes(old: ExperimentConfig, new: ExperimentConfig) -> tuple[list[str], list[str]]:
+    """``(refused, allowed)`` differences ``"section.key: old -> new"`` of a resumed run's config.
+
+    ``eval.*`` and the keys of ``RESUMABLE`` are allowed; everything else is refused.
+    """
+    before, after = _flat(old), _flat(new)
+    refused, allowed = [], []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            change = f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+            (allowed if key in RESUMABLE or key.startswith("eval.") else refused).append(change)
+    return refused, allowed
+
+
+def seed_dir(run_dir: str, seed: int) -> str:
+    """The run folder of one seed of a several-seed run."""
+    return os.path.join(run_dir, f"seed-{seed}")
+
+
+def seed_configs(cfg: ExperimentConfig) -> list[ExperimentConfig]:
+    """One config per ``train.seeds`` entry (``train.seed`` set, run in ``seed_dir``); ``[cfg]`` without seeds."""
+    if not cfg.train.seeds:
+        return [cfg]
+    out = []
+    for seed in cfg.train.seeds:
+        one = from_dict(cfg.to_dict(), "train.seeds")
+        one.train.seed, one.train.seeds, one.train.run_dir = seed, None, seed_dir(cfg.run_dir, seed)
+        if cfg.train.objective == "scst":  # each seed fine-tunes the same seed of the init run
+            init = seed_dir(cfg.train.init_from, seed)
+            one.train.init_from = init if os.path.isdir(init) else cfg.train.init_from
+        out.append(one)
+    return out
 
 
 def check_folder(path, label: str) -> None:
@@ -327,6 +379,11 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
         if getattr(cfg.train, key) == value and (cfg.train.caption_mode != "all" or cfg.train.strategy != "default"):
             raise CaptioningError(f"{source}: train.{key}={value} needs train.caption_mode=all and "
                                   "train.strategy=default")
+    seeds = cfg.train.seeds
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds) or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise CaptioningError(f"{source}: train.seeds={seeds!r}: expected null or a list of distinct "
+                              "integers >= 0")
     if cfg.train.objective == "scst" and not cfg.train.init_from:
         raise CaptioningError(f"{source}: train.objective=scst needs train.init_from=<run directory of a "
                               "cross-entropy run> (its checkpoints/best.keras starts the fine-tuning)")

@@ -22,6 +22,8 @@ import time
 import numpy as np
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.run_directory import RunDirectory
+from keras_captioning.utils import atomic_output, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,47 @@ def _step(name: str, t0: float) -> None:
     log.info("demo: %s done (%.0f s since start)", name, time.time() - t0)
 
 
-def run_demo(quick: bool = False, out_dir: str = "runs/demo") -> str:
-    """Runs the demo and returns the path of its report."""
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value; NaN values left out)."""
+    values = [float(v) for v in values if v is not None and not np.isnan(float(v))]
+    if not values:
+        return float("nan"), float("nan")
+    mean = float(np.mean(values))
+    return mean, float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def spread_cell(values, metric: str) -> str:
+    """``"55.3 ± 1.2"`` (scores x100, WER as a fraction) over the seeds' values."""
+    mean, sd = mean_sd(values)
+    if np.isnan(mean):
+        return "n/a"
+    if metric == "WER":
+        return f"{mean:.3f} ± {sd:.3f}"
+    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+
+def demo_seeds(cfg, seeds=None) -> list[int]:
+    """The seeds the demo trains: ``seeds``, else the config's ``train.seeds``, else ``[train.seed]``."""
+    return list(seeds or cfg.train.seeds or [cfg.train.seed])
+
+
+def _seed_config(cfg, seed: int, several: bool):
+    from keras_captioning.config import from_dict, seed_dir
+
+    one = from_dict(cfg.to_dict(), "demo")
+    one.train.seed, one.train.seeds = seed, None
+    if several:
+        one.train.run_dir = seed_dir(cfg.run_dir, seed)
+    return one
+
+
+def run_demo(quick: bool = False, out_dir: str = "runs/demo", seeds=None) -> str:
+    """Runs the demo and returns the path of its report.
+
+    ``seeds`` (default: ``train.seeds`` of the demo configs, else one seed) trains both models
+    once per seed (``<out_dir>/<model>/seed-<n>`` when several); the report then gives every
+    score as mean ± standard deviation over the seeds.
+    """
     from keras_captioning.config import load_config
     from keras_captioning.evaluate import evaluate_run
     from keras_captioning.features.build import build_features
@@ -111,78 +152,120 @@ def run_demo(quick: bool = False, out_dir: str = "runs/demo") -> str:
         "attention": load_config(os.path.join(root, "demo_attention.yaml"),
                                  overrides + [f"train.run_dir={out_dir}/attention"]),
     }
+    seeds = demo_seeds(cfgs["attention"], seeds)
     os.makedirs(out_dir, exist_ok=True)
     log.info("demo: 1/4 data and features (%s)", cfgs["attention"].features_dir)
     build_features(cfgs["attention"])
     _step("features", t0)
 
-    results, timings = {}, {}
-    for name, cfg in cfgs.items():
-        log.info("demo: 2/4 training the %s model", name)
-        start = time.time()
-        train(cfg, overwrite=True)
-        timings[name] = time.time() - start
-        _step(f"training {name}", t0)
-    for name, cfg in cfgs.items():
-        log.info("demo: 3/4 evaluating the %s model (beam %d)", name, cfg.eval.beam)
-        results[name] = evaluate_run(cfg.run_dir)
-        _step(f"evaluating {name}", t0)
+    runs = {name: [_seed_config(cfg, seed, len(seeds) > 1) for seed in seeds] for name, cfg in cfgs.items()}
+    results, timings = {name: [] for name in runs}, {name: [] for name in runs}
+    for name, seed_cfgs in runs.items():
+        for cfg in seed_cfgs:
+            log.info("demo: 2/4 training the %s model (seed %d)", name, cfg.train.seed)
+            start = time.time()
+            train(cfg, overwrite=True)
+            timings[name].append(time.time() - start)
+            _step(f"training {name} seed {cfg.train.seed}", t0)
+    for name, seed_cfgs in runs.items():
+        for cfg in seed_cfgs:
+            log.info("demo: 3/4 evaluating the %s model (seed %d, beam %d)", name, cfg.train.seed, cfg.eval.beam)
+            results[name].append(evaluate_run(cfg.run_dir))
+            _step(f"evaluating {name} seed {cfg.train.seed}", t0)
 
     log.info("demo: 4/4 attention localisation and the report")
-    from keras_captioning.data.vocab import Vocabulary
-
-    vocab = Vocabulary.load(os.path.join(cfgs["attention"].run_dir, "vocab.json"))
+    vocab = RunDirectory(runs["attention"][0].run_dir).vocab()
     objects, sizes = _synthetic_meta(cfgs["attention"].data.root)
-    loc = localisation_score(results["attention"]["decoded"], vocab, objects, sizes)
-    report = _write_demo_report(out_dir, cfgs, results, loc, timings, time.time() - t0, quick)
+    locs = [localisation_score(r["decoded"], vocab, objects, sizes) for r in results["attention"]]
+    report = _write_demo_report(out_dir, runs, results, locs, timings, time.time() - t0, quick)
     _step("report", t0)
     return report
 
 
-def _write_demo_report(out_dir, cfgs, results, loc, timings, total, quick) -> str:
-    from keras_captioning.evaluate import RUN_COLUMNS, TABLE_METRICS, format_table
+def _score_rows(runs, results, timings) -> tuple[list, list]:
+    """(table rows, metric columns): one row per model, a score per seed or mean ± sd over seeds."""
+    from keras_captioning.evaluate import TABLE_METRICS
 
-    rows = [{**results[n]["meta"], **results[n]["scores"], "train s": f"{timings[n]:.0f}"}
-            for n in ("vanilla", "attention")]
-    metrics = [m for m in TABLE_METRICS if m in rows[0]]
-    table = format_table(rows, RUN_COLUMNS + metrics + ["train s"])
-    a, v = results["attention"]["scores"], results["vanilla"]["scores"]
-    verdict = []
+    several = len(runs["attention"]) > 1
+    metrics = [m for m in TABLE_METRICS if m in results["attention"][0]["scores"]]
+    rows = []
+    for name in ("vanilla", "attention"):
+        row = {**results[name][0]["meta"], "train s": f"{np.mean(timings[name]):.0f}"}
+        for m in metrics:
+            values = [r["scores"].get(m, float("nan")) for r in results[name]]
+            row[m] = spread_cell(values, m) if several else values[0]
+        if several:
+            row["seeds"] = ", ".join(str(cfg.train.seed) for cfg in runs[name])
+        rows.append(row)
+    return rows, metrics
+
+
+def _verdict(results) -> list[str]:
+    """Attention against vanilla on BLEU-4 and CIDEr-D, with the seed spread when there is one."""
+    lines = []
     for m in ("BLEU-4", "CIDEr-D"):
-        better = a.get(m, float("nan")) > v.get(m, float("nan"))
-        verdict.append(f"- {m}: attention {100 * a.get(m, float('nan')):.1f} vs vanilla "
-                       f"{100 * v.get(m, float('nan')):.1f} -> "
-                       f"{'attention higher' if better else 'attention NOT higher'}")
+        a = [r["scores"].get(m, float("nan")) for r in results["attention"]]
+        v = [r["scores"].get(m, float("nan")) for r in results["vanilla"]]
+        (am, asd), (vm, vsd) = mean_sd(a), mean_sd(v)
+        if len(a) == 1:
+            lines.append(f"- {m}: attention {100 * am:.1f} vs vanilla {100 * vm:.1f} -> "
+                         f"{'attention higher' if am > vm else 'attention NOT higher'}")
+            continue
+        noise = 2 * float(np.hypot(asd, vsd))  # two sd of the difference of two single runs
+        beyond = am - vm > noise
+        lines.append(f"- {m} over {len(a)} seeds: attention {100 * am:.1f} ± {100 * asd:.1f} vs vanilla "
+                     f"{100 * vm:.1f} ± {100 * vsd:.1f}; difference {100 * (am - vm):.1f} "
+                     f"{'>' if beyond else '<='} 2 sd of seed noise ({100 * noise:.1f}) -> "
+                     f"{'attention higher beyond seed noise' if beyond else 'NOT beyond seed noise'}")
+    return lines
+
+
+def _write_demo_report(out_dir, runs, results, locs, timings, total, quick) -> str:
+    import platform
+
+    from keras_captioning.evaluate import RUN_COLUMNS, format_table
+
+    rows, metrics = _score_rows(runs, results, timings)
+    several = len(runs["attention"]) > 1
+    table = format_table(rows, RUN_COLUMNS + metrics + ["train s"] + (["seeds"] if several else []))
+    cfg = runs["attention"][0]
+    loc_mean, loc_sd = mean_sd([loc["score"] for loc in locs])
+    chance = mean_sd([loc["chance"] for loc in locs])[0]
+    spread = f" ± {100 * loc_sd:.1f}" if several else ""
     lines = [
         "# keras-captioning demo: vanilla (merge) vs attention on the synthetic shapes dataset",
         "",
         ("**Quick mode** (tiny data, one epoch: numbers are meaningless, the pipeline is what is "
          "being shown).\n" if quick else ""),
-        f"Data: `{cfgs['attention'].data.root}` ({cfgs['attention'].data.synthetic_images} images, "
-        f"split {cfgs['attention'].data.splits}), features `{cfgs['attention'].features.backbone}` "
-        f"({cfgs['attention'].features_dir}). Test split decoded with beam {cfgs['attention'].eval.beam}. "
-        "Scores are corpus-level against all five references (x100; WER as a fraction).",
+        f"Data: `{cfg.data.root}` ({cfg.data.synthetic_images} images, "
+        f"split {cfg.data.splits}), features `{cfg.features.backbone}` "
+        f"({cfg.features_dir}). Test split decoded with beam {cfg.eval.beam}. "
+        "Scores are corpus-level against all five references (x100; WER as a fraction)"
+        + (f"; mean ± standard deviation over {len(runs['attention'])} training seeds" if several else "")
+        + f". Machine: {platform.machine()}, {platform.processor() or platform.platform()}, "
+        f"{os.cpu_count()} CPUs.",
         "",
         table,
         "",
-        *verdict,
+        *_verdict(results),
         "",
         "## Attention localisation",
         "",
         f"For each generated colour or shape word, is the attention peak inside the box of an object "
-        f"that word describes? **{100 * loc['score']:.1f}%** of {loc['words']} object words "
-        f"(chance: {100 * loc['chance']:.1f}%, the share of grid cells inside such boxes).",
+        f"that word describes? **{100 * loc_mean:.1f}%{spread}** of {locs[0]['words']} object words "
+        f"(chance: {100 * chance:.1f}%, the share of grid cells inside such boxes).",
         "",
         "## Loss curves",
         "",
     ]
-    for name, cfg in cfgs.items():
-        src = os.path.join(cfg.run_dir, "loss.png")  # drawn by the trainer
+    first = {name: results[name][0] for name in results}  # pictures: the first seed's runs
+    for name, seed_cfgs in runs.items():
+        src = RunDirectory(seed_cfgs[0].run_dir).loss_png  # drawn by the trainer
         if os.path.exists(src):
             shutil.copyfile(src, os.path.join(out_dir, f"loss-{name}.png"))
             lines += [f"{name} model:", "", f"![loss {name}](loss-{name}.png)", ""]
     lines += ["## Attention maps (attention model)", ""]
-    att_dir = results["attention"]["report_dir"]
+    att_dir = first["attention"]["report_dir"]
     for name in ("good", "bad"):
         src = os.path.join(att_dir, f"attention-{name}.png")
         if os.path.exists(src):
@@ -191,16 +274,22 @@ def _write_demo_report(out_dir, cfgs, results, loc, timings, total, quick) -> st
     lines += ["## Example panels", ""]
     for model_name in ("attention", "vanilla"):
         for panel in ("good", "fair", "bad"):
-            src = os.path.join(results[model_name]["report_dir"], f"panel-{panel}.png")
+            src = os.path.join(first[model_name]["report_dir"], f"panel-{panel}.png")
             if os.path.exists(src):
                 dst = f"panel-{model_name}-{panel}.png"
                 shutil.copyfile(src, os.path.join(out_dir, dst))
                 lines += [f"### {model_name}: {panel}", "", f"![{model_name} {panel}]({dst})", ""]
     lines += [f"Total demo time: {total:.0f} s.", ""]
     report = os.path.join(out_dir, "report.md")
-    with open(report, "w", encoding="utf-8") as fh:
+    with atomic_output(report) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
-    with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as fh:
-        json.dump({"scores": {n: results[n]["scores"] for n in results}, "localisation": loc,
-                   "train_seconds": timings, "total_seconds": total, "quick": quick}, fh, indent=2)
+    summary = {"scores": {n: first[n]["scores"] for n in results}, "localisation": locs[0],
+               "train_seconds": {n: t[0] for n, t in timings.items()}, "total_seconds": total, "quick": quick}
+    if several:  # each score as {mean, sd, per_seed}
+        summary.update(
+            seeds=[c.train.seed for c in runs["attention"]],
+            scores={n: {m: dict(zip(("mean", "sd"), mean_sd(v := [r["scores"].get(m) for r in results[n]])),
+                                per_seed=v) for m in metrics} for n in results},
+            localisation={"mean": loc_mean, "sd": loc_sd, "per_seed": locs}, train_seconds=timings)
+    write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
     return report

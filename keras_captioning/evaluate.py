@@ -79,9 +79,11 @@ def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam
                  max_length: int, batch_size: int = 64, length_penalty: float = 0.0) -> list:
     """Decodes every image of ``split``; returns one dict per image."""
     from keras_captioning.data.pipeline import make_eval_dataset
+    from keras_captioning.features.feature_folder import FeatureFolder
 
-    pattern = os.path.join(features_dir, f"{split}-*-of-*.tfrecord")
-    if not glob.glob(pattern):
+    folder = FeatureFolder(features_dir)
+    pattern = folder.shard_pattern(split)
+    if not folder.shard_files(split):
         raise CaptioningError(f"{features_dir}: no shards for split '{split}' ({pattern})")
     out = []
     try:
@@ -91,7 +93,7 @@ def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam
     except Exception as err:
         from keras_captioning.data.shards import shard_read_error
 
-        named = shard_read_error(err, sorted(glob.glob(pattern)), "extract the features again (features --overwrite)")
+        named = shard_read_error(err, folder.shard_files(split), "extract the features again (features --overwrite)")
         if named is err:
             raise
         raise named from None

@@ -9,7 +9,7 @@
     checkpoints/        last.keras, best.keras, best-val_loss.keras, previous.keras +
                         previous-state.json (see training/callbacks.py)
     state.json          next epoch, best values, optimizer step, schedule counters
-    log.csv, tensorboard/, loss.png    training logs
+    log.csv, tensorboard/, loss.png    training logs (steps.csv: a stage's per-step log, e.g. SCST)
     eval-*/             evaluation reports (evaluate.py)
 
 Everything ``caption`` needs is inside the folder: copy it to another machine (without the
@@ -27,7 +27,7 @@ import shutil
 
 from keras_captioning import __version__
 from keras_captioning.errors import CaptioningError
-from keras_captioning.utils import read_json, write_json_atomic
+from keras_captioning.utils import atomic_output, read_json, write_json_atomic
 
 RUN_FORMAT_VERSION = 1
 CHECKPOINTS = ("best", "best-val_loss", "last")
@@ -39,6 +39,7 @@ class RunDirectory:
     INFO, CONFIG, VOCAB, MANIFEST, STATE = "run.json", "config.yaml", "vocab.json", "manifest.json", "state.json"
     ENCODER_WEIGHTS = "encoder.weights.h5"
     LAST, PREVIOUS, PREVIOUS_STATE = "last.keras", "previous.keras", "previous-state.json"
+    LOG_CSV, STEPS_CSV, TENSORBOARD, LOSS_PNG = "log.csv", "steps.csv", "tensorboard", "loss.png"
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
@@ -71,15 +72,27 @@ class RunDirectory:
 
     @property
     def log_csv(self) -> str:
-        return self.file("log.csv")
+        return self.file(self.LOG_CSV)
+
+    @property
+    def steps_csv(self) -> str:
+        return self.file(self.STEPS_CSV)
 
     @property
     def tensorboard_dir(self) -> str:
-        return self.file("tensorboard")
+        return self.file(self.TENSORBOARD)
 
     @property
     def loss_png(self) -> str:
-        return self.file("loss.png")
+        return self.file(self.LOSS_PNG)
+
+    @property
+    def vocab_path(self) -> str:
+        return self.file(self.VOCAB)
+
+    @property
+    def config_path(self) -> str:
+        return self.file(self.CONFIG)
 
     @property
     def encoder_weights(self) -> str:
@@ -145,20 +158,27 @@ class RunDirectory:
     def write_state(self, state: dict) -> None:
         write_json_atomic(self.state_path, state)
 
+    def write_config(self, cfg) -> None:
+        """Writes ``config.yaml`` (atomically): the config of the model in ``checkpoints/``."""
+        from keras_captioning.config import save_config
+
+        with atomic_output(self.config_path) as tmp:
+            save_config(cfg, tmp)
+
     def write_json(self, name: str, payload: dict) -> None:
         write_json_atomic(self.file(name), payload)
 
     def create(self, cfg, vocab, features_dir: str, policy: str | None = None, **extra) -> None:
         """Writes the run's identity: config, vocabulary, the manifest it trains on, the encoder
         weights a random backbone needs, and ``run.json`` (last: a run exists once it is there)."""
-        from keras_captioning.config import save_config
+        from keras_captioning.features.feature_folder import FeatureFolder
 
         os.makedirs(self.checkpoints_dir, exist_ok=True)
-        save_config(cfg, self.file(self.CONFIG))
-        tmp = self.file(f"{self.VOCAB}.tmp-{os.getpid()}")
-        vocab.save(tmp)
-        os.replace(tmp, self.file(self.VOCAB))
-        shutil.copyfile(os.path.join(features_dir, self.MANIFEST), self.file(self.MANIFEST))
+        self.write_config(cfg)
+        with atomic_output(self.vocab_path) as tmp:
+            vocab.save(tmp)
+        with atomic_output(self.file(self.MANIFEST)) as tmp:
+            shutil.copyfile(FeatureFolder(features_dir).manifest_path, tmp)
         self.keep_encoder_weights(features_dir)
         self.write_json(self.INFO, {
             "run_format": RUN_FORMAT_VERSION, "package_version": __version__,
@@ -168,13 +188,12 @@ class RunDirectory:
 
     def keep_encoder_weights(self, features_dir: str) -> None:
         """Copies the random backbone's weights saved beside the shards into the run."""
-        from keras_captioning.features.manifests import RANDOM_BACKBONE_FILE
+        from keras_captioning.features.feature_folder import FeatureFolder
 
-        source = os.path.join(features_dir, RANDOM_BACKBONE_FILE)
+        source = FeatureFolder(features_dir).random_backbone_path
         if os.path.isfile(source):
-            tmp = f"{self.encoder_weights}.tmp-{os.getpid()}"
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, self.encoder_weights)
+            with atomic_output(self.encoder_weights) as tmp:
+                shutil.copyfile(source, tmp)
 
     def remove(self) -> None:
         shutil.rmtree(self.path)

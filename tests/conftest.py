@@ -44,6 +44,7 @@ def length_shards(tmp_path_factory):
     from keras_captioning.data.records import CaptionRecord
     from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.features.extract import extract_features
+    from keras_captioning.features.feature_folder import FeatureFolder
 
     words = "a dog runs on the green grass near big red ball in park".split()
     root = tmp_path_factory.mktemp("length_shards")
@@ -57,7 +58,7 @@ def length_shards(tmp_path_factory):
     vocab = Vocabulary.build([c for r in records for c in r.captions])
     out = str(root / "features")
     manifest = extract_features(records, vocab, out, backbone="patches", weights=None, shard_size=7)
-    return os.path.join(out, "train-*-of-*.tfrecord"), manifest
+    return FeatureFolder(out).shard_pattern("train"), manifest
 
 
 @pytest.fixture(scope="session")

@@ -73,7 +73,7 @@ def test_cache_setting_is_checked_when_the_config_loads(tmp_path):
 
 def test_trainer_caches_as_the_setting_says(length_shards, tmp_path, monkeypatch, caplog):
     from keras_captioning.data import feature_cache
-    from keras_captioning.training.trainer import _feature_cache
+    from keras_captioning.training.cross_entropy_stage import feature_cache as _feature_cache
     from tests.helpers import smoke_config
 
     pattern, manifest = length_shards

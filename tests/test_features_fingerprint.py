@@ -6,13 +6,18 @@ import os
 import pytest
 
 from keras_captioning.config import load_config
-from keras_captioning.data.vocab import Vocabulary
 from keras_captioning.errors import CaptioningError
 from keras_captioning.features.build import build_features
-from keras_captioning.features.fingerprint import FINGERPRINT_KEY, decide, feature_fingerprint
+from keras_captioning.features.feature_folder import FeatureFolder
+from keras_captioning.features.fingerprint import FINGERPRINT_KEY, feature_fingerprint
+from keras_captioning.run_directory import RunDirectory
 from tests.helpers import SMOKE, smoke_overrides
 
 FAST = {"train.epochs": 1, "train.steps_per_epoch": 1, "train.select_on": "val_loss"}
+
+
+def decide(cfg):
+    return FeatureFolder(cfg.features_dir).decide(cfg)
 
 
 def _own(root, **extra):
@@ -27,9 +32,9 @@ def test_vocab_size_override_trains_on_the_new_vocabulary(tmp_path, monkeypatch)
     build_features(_own(tmp_path))  # features of data.vocab_size 5000 are there
     cfg = _own(tmp_path, run="run-small", **{"data.vocab_size": 3})
     run_dir = train(cfg)
-    vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+    vocab = RunDirectory(run_dir).vocab()
     assert len(vocab) == 3 + 4  # three words and the four special tokens
-    assert vocab.fingerprint() == Vocabulary.load(os.path.join(cfg.features_dir, "vocab.json")).fingerprint()
+    assert vocab.fingerprint() == FeatureFolder(cfg.features_dir).vocab().fingerprint()
     with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as fh:
         assert json.load(fh)[FINGERPRINT_KEY]["data.vocab_size"] == 3
 

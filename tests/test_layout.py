@@ -34,7 +34,7 @@ ALLOWED = {
     "captioner": {"bundle", "decoding", "errors", "evaluate", "features", "models", "ranges", "run_directory",
                   "utils", "viz"},
     "export": {"__init__", "decoding", "errors", "features"},
-    "demo": {"config", "data", "errors", "evaluate", "features", "training"},
+    "demo": {"config", "data", "errors", "evaluate", "features", "run_directory", "training", "utils"},
     "cli": {"captioner", "config", "data", "demo", "errors", "evaluate", "export", "features", "gallery",
             "ranges", "training"},
     "__main__": {"cli"},
@@ -111,3 +111,78 @@ def test_no_module_is_too_long():
     long = {name: n for p in paths
             if (n := len(p.read_text().splitlines())) > MAX_LINES and (name := str(p.relative_to(root)))}
     assert not long, long
+
+
+def _module_name(path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _targets(module: str, node) -> list[str]:
+    """The package modules an import statement names (``from a import b``: ``a.b`` when it is a module)."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        if node.level:  # relative: resolve against the importing module's package
+            base = module.split(".")[:len(module.split(".")) - node.level + (1 if _is_package(module) else 0)]
+            names = [".".join(base + ([node.module] if node.module else []))]
+        else:
+            names = [node.module]
+        names = [f"{names[0]}.{alias.name}" if _exists(f"{names[0]}.{alias.name}") else names[0]
+                 for alias in node.names]
+    return [n for n in names if n.split(".")[0] == "keras_captioning" and _exists(n)]
+
+
+def _exists(name: str) -> bool:
+    path = PKG.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _is_package(name: str) -> bool:
+    return (PKG.parent.joinpath(*name.split(".")) / "__init__.py").is_file()
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere in its file (lazy imports included)."""
+    graph = {}
+    for path in PKG.rglob("*.py"):
+        name = _module_name(path)
+        edges = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                edges.update(t for t in _targets(name, node) if t != name)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as ``[a, b, ..., a]``, or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_module_level_import_cycle():
+    """No module imports, directly or through others, one that imports it back (lazy imports count)."""
+    assert find_cycle(import_graph()) is None, " -> ".join(find_cycle(import_graph()))
+
+
+def test_cycle_check_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+    graph = import_graph()
+    assert "keras_captioning.features.feature_folder" in graph["keras_captioning.features.build"]

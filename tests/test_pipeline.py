@@ -12,6 +12,7 @@ from keras_captioning.data.records import CaptionRecord
 from keras_captioning.data.vocab import Vocabulary
 from keras_captioning.errors import CaptioningError
 from keras_captioning.features.extract import extract_features
+from keras_captioning.features.feature_folder import FeatureFolder
 
 SPECIAL = (0, 2, 3)  # <pad>, <start>, <end>
 
@@ -35,7 +36,7 @@ def shards(tmp_path_factory):
 
 
 def _pattern(out, split="train"):
-    return os.path.join(out, f"{split}-*-of-*.tfrecord")
+    return FeatureFolder(out).shard_pattern(split)
 
 
 def _rows(dataset):
@@ -109,14 +110,14 @@ def test_shards_without_manifest_are_probed(shards, tmp_path):
     for name in os.listdir(out):
         if name.startswith("val-"):
             shutil.copy(os.path.join(out, name), tmp_path / name)
-    batch = next(iter(make_train_dataset(str(tmp_path / "val-*.tfrecord"), 8)))
+    batch = next(iter(make_train_dataset(FeatureFolder(tmp_path).shard_pattern("val"), 8)))
     assert batch["features"].shape == (6, 64, 294)  # 2 images x 3 captions
 
 
 def test_errors(shards, tmp_path):
     out, _, _ = shards
     with pytest.raises(CaptioningError, match="no TFRecord shards match"):
-        make_train_dataset(str(tmp_path / "train-*.tfrecord"), 4)
+        make_train_dataset(FeatureFolder(tmp_path).shard_pattern("train"), 4)
     with pytest.raises(CaptioningError, match="caption_mode"):
         make_train_dataset(_pattern(out), 4, caption_mode="first")
     with pytest.raises(CaptioningError, match="batch_size"):

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from keras_captioning.features.feature_folder import FeatureFolder
 from keras_captioning.features.manifests import WORKER_MANIFEST
 from tests.helpers import SMOKE, smoke_overrides, subprocess_env
 
@@ -21,7 +22,7 @@ def _ids_in_shards(features_dir):
 
     decoder = ExampleDecoder()
     ids = []
-    for path in sorted(glob.glob(os.path.join(features_dir, "*.tfrecord"))):
+    for path in FeatureFolder(features_dir).shard_files():
         for raw in tf.data.TFRecordDataset(path):  # every shard must parse to the end
             ids.append(decoder(raw)["image_id"].numpy().decode())
     return ids
@@ -37,7 +38,7 @@ def test_kill_9_during_features_then_rerun(tmp_path):
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
-        if len(glob.glob(str(features_dir / "*.tfrecord"))) >= 3:
+        if len(FeatureFolder(features_dir).shard_files()) >= 3:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "extraction finished before it could be killed"
@@ -63,5 +64,5 @@ def test_kill_9_during_features_then_rerun(tmp_path):
     ids = _ids_in_shards(str(features_dir))
     assert len(ids) == len(set(ids)) == 600  # every image exactly once
     assert sum(c["images"] for c in manifest["counts"].values()) == 600
-    assert sorted(os.path.basename(p) for p in glob.glob(str(features_dir / "*.tfrecord"))) == sorted(
+    assert sorted(os.path.basename(p) for p in FeatureFolder(features_dir).shard_files()) == sorted(
         n for names in manifest["shards"].values() for n in names)

@@ -161,9 +161,9 @@ def test_manifest_without_checksums_is_still_accepted(root, tmp_path):
     build_features(smoke_config(root, **{"features.out_dir": features}))
     assert os.stat(path).st_mtime_ns == before  # not re-extracted
     path.write_bytes(path.read_bytes()[:-10])  # but still size-checked
-    from keras_captioning.features.build import features_complete
+    from keras_captioning.features.feature_folder import FeatureFolder
 
-    assert not features_complete(str(features))
+    assert not FeatureFolder(features).is_complete()
 
 
 def test_evaluate_names_a_damaged_shard(root, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_captioning.config import load_config
+from keras_captioning.features.feature_folder import FeatureFolder
 from keras_captioning.models import AttentionCaptioner
 from keras_captioning.models.registry import build_model
 from keras_captioning.models.rnn_decoder import RNNDecoder
@@ -51,7 +52,7 @@ def test_logged_cider_is_the_package_metric_on_greedy_captions(selected_run):
     cfg, run = selected_run
     model = load_model(run, "last")
     vocab = Vocabulary.load(os.path.join(run, "vocab.json"))
-    dataset = make_eval_dataset(os.path.join(cfg.features_dir, "val-*-of-*.tfrecord"), 7)
+    dataset = make_eval_dataset(FeatureFolder(cfg.features_dir).shard_pattern("val"), 7)
     callback = DecodedValidation(dataset, vocab, max_length=cfg.eval.max_length)
     callback.set_model(model)
     gts, res = callback.decode()

@@ -12,7 +12,6 @@ import os
 from keras_captioning.config import ExperimentConfig
 from keras_captioning.data.loaders import load_dataset
 from keras_captioning.data.records import UNSPLIT, collect_skips
-from keras_captioning.data.shards import damaged_shards, read_manifest
 from keras_captioning.data.splits import select_and_split
 from keras_captioning.data.synthetic import generate_synthetic
 from keras_captioning.data.vocab import Vocabulary
@@ -57,49 +56,28 @@ def _read_dataset(cfg: ExperimentConfig):
     return records
 
 
-def features_complete(out_dir: str) -> bool:
-    """True when a finished manifest (all workers merged) is there and every shard matches it.
-
-    Each shard's size (and checksum, where the manifest records one) is compared with the
-    manifest, so a truncated, extended or damaged shard is extracted again instead of trusted.
-
-    A manifest that is there but unusable (corrupt, or an older shard format) is an error
-    that says to rerun with --overwrite, rather than shards the readers would choke on.
-    """
-    if not os.path.exists(os.path.join(out_dir, "manifest.json")):
-        return False
-    manifest = read_manifest(out_dir)
-    damaged = damaged_shards(out_dir, manifest)
-    for path, problem in damaged:
-        log.warning("%s: %s; it will be extracted again", path, problem)
-    return not damaged
-
-
 def build_features(cfg: ExperimentConfig, overwrite: bool = False, num_workers: int = 1,
                    worker_index: int = 0) -> dict:
     """Writes the shards, ``vocab.json`` and ``manifest.json`` for ``cfg``; returns the manifest.
 
-    What happens to an existing folder is ``fingerprint.decide``'s call: reuse it when its
+    What happens to an existing folder is ``FeatureFolder.decide``'s call: reuse it when its
     fingerprint matches ``cfg``, extract (again) when it is missing, damaged or the config's
     own stale folder, and stop with one line naming the differing settings when it is a
     stale folder given explicitly (``overwrite`` replaces it anyway).
     """
     from keras_captioning.features.extract import extract_features  # TensorFlow from here on
-    from keras_captioning.features.fingerprint import (
-        FINGERPRINT_KEY,
-        decide,
-        feature_fingerprint,
-        stale_message,
-    )
+    from keras_captioning.features.feature_folder import FeatureFolder
+    from keras_captioning.features.fingerprint import FINGERPRINT_KEY, feature_fingerprint
 
     out_dir = cfg.features_dir
-    decision, changed = decide(cfg, out_dir)
+    folder = FeatureFolder(out_dir)
+    decision, changed = folder.decide(cfg)
     if not overwrite and num_workers == 1 and decision == "reuse":
         log.info("features already complete in %s (use --overwrite to redo them)", out_dir)
-        return read_manifest(out_dir)
+        return folder.manifest()
     if changed and not overwrite:
         if decision == "refuse":
-            raise CaptioningError(stale_message(out_dir, changed))
+            raise CaptioningError(folder.stale_message(changed))
         log.warning("%s: features are stale (%s); extracting them again", out_dir, "; ".join(changed))
         overwrite = True
     fingerprint = feature_fingerprint(cfg)

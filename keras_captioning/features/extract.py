@@ -54,6 +54,7 @@ from keras_captioning.features.backbones import (
     resolve_image_size,
     resolve_weights,
 )
+from keras_captioning.features.feature_folder import FeatureFolder
 from keras_captioning.features.images import (  # noqa: F401  (public names of this module)
     LARGE_IMAGE_PIXELS,
     ImageCheck,
@@ -61,19 +62,17 @@ from keras_captioning.features.images import (  # noqa: F401  (public names of t
     load_image_pil,
 )
 from keras_captioning.features.manifests import (  # noqa: F401
-    RANDOM_BACKBONE_FILE,
     RANDOM_BACKBONE_SEED,
     RESERVED_MANIFEST_KEYS,
-    VOCAB_NAME,
     WORKER_MANIFEST,
     _check_folder,
     _fingerprint,
     _unfinished_shards,
     finalize_manifest,
 )
-from keras_captioning.features.plan import SHARD_PATTERN, _plan_fingerprint, _plan_shards  # noqa: F401
+from keras_captioning.features.plan import _plan_fingerprint, _plan_shards  # noqa: F401
 from keras_captioning.features.runner import _FeatureRunner, _grid_hw, _write_shard
-from keras_captioning.utils import Progress, sha256_file, utc_now, write_json_atomic
+from keras_captioning.utils import Progress, atomic_output, sha256_file, utc_now, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -192,11 +191,10 @@ def extract_features(records, vocab, out_dir, backbone: str = "inception_v3", we
             # and keep a copy next to the shards (Captioner.from_run loads it).
             keras.utils.set_random_seed(RANDOM_BACKBONE_SEED)
         model = build_backbone(backbone, weights=weights, image_size=size, alpha=alpha)
-        random_file = os.path.join(out_dir, RANDOM_BACKBONE_FILE)
+        random_file = FeatureFolder(out_dir).random_backbone_path
         if weights is None and model.weights and not os.path.exists(random_file):
-            tmp = os.path.join(out_dir, f"tmp-{os.getpid()}-{RANDOM_BACKBONE_FILE}")
-            model.save_weights(tmp)
-            os.replace(tmp, random_file)
+            with atomic_output(random_file, suffix=".weights.h5") as tmp:
+                model.save_weights(tmp)
         worker_manifest["grid_shape"] = [int(n) for n in model.output["grid"].shape[1:]]
         worker_manifest["grid_hw"] = _grid_hw(model)
         runner = _FeatureRunner(model, size, dtype, batch_size)
@@ -231,6 +229,5 @@ def extract_features(records, vocab, out_dir, backbone: str = "inception_v3", we
 
 
 def _save_vocab(vocab, out_dir) -> None:
-    tmp = os.path.join(out_dir, f"{VOCAB_NAME}.tmp-{os.getpid()}")
-    vocab.save(tmp)
-    os.replace(tmp, os.path.join(out_dir, VOCAB_NAME))
+    with atomic_output(FeatureFolder(out_dir).vocab_path) as tmp:
+        vocab.save(tmp)

@@ -4,7 +4,8 @@
 dataset and its subset/split, the vocabulary size, the caption cap, the backbone, its
 weights (name and size of a local weights file), input size, width multiplier, storage
 dtype, shard size and the shard format version. It is stored in ``manifest.json`` under
-``feature_fingerprint`` by ``build_features``; ``decide(cfg)`` compares it with the folder:
+``feature_fingerprint`` by ``build_features``; ``FeatureFolder.decide(cfg)`` (the folder's
+owner, ``features/feature_folder.py``) compares it with the folder, with ``differences``:
 
     reuse     a finished manifest with the same fingerprint and every shard intact
     extract   no finished manifest, damaged shards, or a stale folder that is the config's
@@ -22,7 +23,6 @@ import json
 import os
 
 from keras_captioning.config import ExperimentConfig
-from keras_captioning.errors import CaptioningError
 
 FINGERPRINT_KEY = "feature_fingerprint"
 
@@ -64,7 +64,6 @@ def feature_fingerprint(cfg: ExperimentConfig) -> dict:
     return json.loads(json.dumps(settings))  # JSON types, as read back from a manifest
 
 
-
 def differences(old: dict | None, new: dict) -> list[str]:
     """``["name: old -> new", ...]`` for the settings that differ (all of them when ``old`` is None)."""
     if not old:
@@ -76,27 +75,3 @@ def is_own_folder(cfg: ExperimentConfig) -> bool:
     """True when the features folder is the config's own: ``features/<name>``, by default or spelled out."""
     own = os.path.join("features", cfg.name)
     return not cfg.features.out_dir or os.path.normpath(cfg.features.out_dir) == os.path.normpath(own)
-
-
-def decide(cfg: ExperimentConfig, out_dir: str | None = None) -> tuple[str, list[str]]:
-    """``("reuse" | "extract" | "refuse", differing settings)`` for ``cfg``'s features folder."""
-    from keras_captioning.data.shards import read_manifest
-    from keras_captioning.features.build import features_complete
-
-    out_dir = out_dir or cfg.features_dir
-    if not os.path.exists(os.path.join(out_dir, "manifest.json")):
-        return "extract", []
-    try:
-        manifest = read_manifest(out_dir)
-    except CaptioningError:  # an older shard format or a corrupt manifest: stale
-        manifest = {}
-    changed = differences(manifest.get(FINGERPRINT_KEY), feature_fingerprint(cfg))
-    if not changed:
-        return ("reuse" if features_complete(out_dir) else "extract"), []
-    return ("extract" if is_own_folder(cfg) else "refuse"), changed
-
-
-def stale_message(out_dir: str, changed: list[str]) -> str:
-    """The one-line error for a stale folder given explicitly."""
-    return (f"{out_dir}: features were made with other settings ({'; '.join(changed)}); run "
-            "`features --overwrite` to replace them, or set features.out_dir to a new folder")

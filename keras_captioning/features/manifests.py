@@ -39,13 +39,15 @@ import re
 from keras_captioning import __version__
 from keras_captioning.data.tfrecords import FORMAT_VERSION, MANIFEST_FORMAT, MANIFEST_NAME
 from keras_captioning.errors import CaptioningError
+from keras_captioning.features.feature_folder import FeatureFolder
+from keras_captioning.features.fingerprint import differences
 from keras_captioning.utils import utc_now, write_json_atomic
 
 logger = logging.getLogger("keras_captioning.features.extract")
 
-VOCAB_NAME = "vocab.json"
+VOCAB_NAME = FeatureFolder.VOCAB
 RANDOM_BACKBONE_SEED = 1234  # seeds a backbone built with weights=None
-RANDOM_BACKBONE_FILE = "backbone.weights.h5"  # its weights, saved beside the shards (and in each run)
+RANDOM_BACKBONE_FILE = FeatureFolder.RANDOM_BACKBONE  # its weights, beside the shards (and in each run)
 WORKER_MANIFEST = "manifest.worker-{index}-of-{count}.json"
 RESERVED_MANIFEST_KEYS = frozenset({
     "kind", "format", "format_version", "package_version", "created", "backbone", "alpha", "weights",
@@ -153,6 +155,10 @@ def finalize_manifest(out_dir, config_fingerprint: str | None = None) -> dict:
 
 
 def _fingerprint(config: dict) -> str:
+    """The id of one extraction's settings: groups the worker manifests that belong together.
+
+    Not a currency check: whether a folder is current for a config is ``FeatureFolder.decide``.
+    """
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -197,16 +203,13 @@ def _check_folder(out_dir, config: dict, fingerprint: str, plan: dict, overwrite
     found = _read_manifests(out_dir)
     others = [m for m in found.values() if m["config_fingerprint"] != fingerprint]
     planned = {name for names in plan.values() for name in names}
-    strays = sorted(n for n in os.listdir(out_dir) if n.endswith(".tfrecord") and n not in planned)
+    strays = sorted(n for n in os.listdir(out_dir) if FeatureFolder.is_shard_name(n) and n not in planned)
     if (others or strays) and not overwrite:
+        folder = FeatureFolder(out_dir)
         if others:
-            old = others[0].get("config", {})
-            changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in config.items() if old.get(k) != v]
-            what = f"features made with other settings ({'; '.join(changed) or 'unknown'})"
-        else:
-            what = f"{len(strays)} shard file(s) not in this run's plan (e.g. {strays[0]})"
-        raise CaptioningError(f"{out_dir}: holds {what}; pass overwrite=True (--overwrite) to replace "
-                              "them, or choose another folder")
+            raise CaptioningError(folder.stale_message(differences(others[0].get("config"), config)))
+        raise CaptioningError(folder.stale_message(
+            [f"{len(strays)} shard file(s) not in this run's plan (e.g. {strays[0]})"]))
     for manifest in others:
         os.remove(os.path.join(out_dir, manifest["_file"]))
     for name in strays:

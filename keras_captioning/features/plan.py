@@ -13,8 +13,8 @@ import math
 import re
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.features.feature_folder import FeatureFolder
 
-SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 
 
@@ -28,7 +28,7 @@ class _Shard:
 
     @property
     def name(self) -> str:
-        return SHARD_PATTERN.format(split=self.split, index=self.index, count=self.count)
+        return FeatureFolder.shard_name(self.split, self.index, self.count)
 
 
 def _plan_shards(records, shard_size: int) -> list[_Shard]:

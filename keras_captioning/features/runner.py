@@ -6,6 +6,7 @@ the shard layout and ``manifests.py`` for the per-shard statistics written here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from keras_captioning.data.tfrecords import serialize_example
 from keras_captioning.errors import CaptioningError
 from keras_captioning.features.images import check_image, decode_image, load_image_pil, resize_image
 from keras_captioning.features.plan import _Shard
-from keras_captioning.utils import first_line, fsync_path, sha256_file, utc_now
+from keras_captioning.utils import atomic_output, first_line, fsync_path, sha256_file, utc_now
 
 logger = logging.getLogger("keras_captioning.features.extract")
 
@@ -74,7 +75,6 @@ def _pil_decode(path: tf.Tensor, max_side: int) -> tf.Tensor:
 def _write_shard(shard: _Shard, out_dir: str, runner: _FeatureRunner, vocab, max_length, progress) -> dict:
     started = time.monotonic()
     path = os.path.join(out_dir, shard.name)
-    tmp = f"{path}.tmp-{os.getpid()}"
     records = shard.records
     with warnings.catch_warnings():
         # 100-180 Mpixel images are handled safely (reduced decode); PIL's warning is noise here.
@@ -87,42 +87,35 @@ def _write_shard(shard: _Shard, out_dir: str, runner: _FeatureRunner, vocab, max
         stats = {"split": shard.split, "index": shard.index, "images": 0, "captions": 0, "trainable_images": 0,
                  "trainable_captions": 0, "truncated_captions": 0, "longest_caption": 0}
         seen, counted = set(), 0
-        try:
-            with tf.io.TFRecordWriter(tmp) as writer:
-                if good:
-                    batches = runner.images(good, [records[i].image_path for i in good],
-                                            [checks[i].use_pil for i in good])
-                    for indices, images in batches:
-                        grids = runner.run(images)
-                        _write_batch(writer, records, indices.numpy(), grids.numpy(), vocab, max_length, stats)
-                        seen.update(indices.numpy().tolist())
-                        progress.add(len(indices))
-                        counted += len(indices)
-                retry = [i for i in good if i not in seen]
-                if retry:
-                    arrays, ok = [], []
-                    for i in retry:
-                        try:
-                            arrays.append(load_image_pil(records[i].image_path, runner.max_side))
-                            ok.append(i)
-                        except Exception as err:  # any decoder failure means "skip it"
-                            skipped.append(_skip(records[i], f"could not be decoded ({first_line(err)})"))
-                    for start in range(0, len(ok), runner.batch_size):
-                        chunk = arrays[start:start + runner.batch_size]
-                        images = tf.stack([resize_image(a, runner.image_size) for a in chunk])
-                        grids = runner.run(images)
-                        _write_batch(writer, records, np.asarray(ok[start:start + runner.batch_size]),
-                                     grids.numpy(), vocab, max_length, stats)
-                    if ok:
-                        logger.debug("%s: %d image(s) decoded by PIL after TensorFlow refused them", shard.name, len(ok))
-            progress.add(len(records) - counted)  # retried and skipped images
-            fsync_path(tmp)
-            os.replace(tmp, path)
-            fsync_path(out_dir)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_output(path) as tmp, _file_errors(tmp), tf.io.TFRecordWriter(tmp) as writer:
+            if good:
+                batches = runner.images(good, [records[i].image_path for i in good],
+                                        [checks[i].use_pil for i in good])
+                for indices, images in batches:
+                    grids = runner.run(images)
+                    _write_batch(writer, records, indices.numpy(), grids.numpy(), vocab, max_length, stats)
+                    seen.update(indices.numpy().tolist())
+                    progress.add(len(indices))
+                    counted += len(indices)
+            retry = [i for i in good if i not in seen]
+            if retry:
+                arrays, ok = [], []
+                for i in retry:
+                    try:
+                        arrays.append(load_image_pil(records[i].image_path, runner.max_side))
+                        ok.append(i)
+                    except Exception as err:  # any decoder failure means "skip it"
+                        skipped.append(_skip(records[i], f"could not be decoded ({first_line(err)})"))
+                for start in range(0, len(ok), runner.batch_size):
+                    chunk = arrays[start:start + runner.batch_size]
+                    images = tf.stack([resize_image(a, runner.image_size) for a in chunk])
+                    grids = runner.run(images)
+                    _write_batch(writer, records, np.asarray(ok[start:start + runner.batch_size]),
+                                 grids.numpy(), vocab, max_length, stats)
+                if ok:
+                    logger.debug("%s: %d image(s) decoded by PIL after TensorFlow refused them", shard.name, len(ok))
+        progress.add(len(records) - counted)  # retried and skipped images
+        fsync_path(out_dir)
     for item in skipped[:MAX_SKIP_LOGS]:
         logger.warning("skipped image %s (%s): %s", item["image_id"], item["path"], item["reason"])
     if len(skipped) > MAX_SKIP_LOGS:
@@ -134,6 +127,17 @@ def _write_shard(shard: _Shard, out_dir: str, runner: _FeatureRunner, vocab, max
     stats["sha256"] = sha256_file(path)  # verified before a finished shard is trusted again
     stats["written"] = utc_now()
     return stats
+
+
+@contextlib.contextmanager
+def _file_errors(path: str):
+    """TensorFlow's errors about writing ``path`` (no space, no permission) as ``OSError``."""
+    try:
+        yield
+    except tf.errors.OpError as err:
+        if path not in str(err):
+            raise
+        raise OSError(str(err).replace(path, "").strip("; ")) from None
 
 
 def _write_batch(writer, records, indices, grids, vocab, max_length, stats) -> None:

@@ -1,7 +1,8 @@
 """Callbacks that keep a run directory recoverable: atomic checkpoints, NaN guard, run state.
 
-Checkpoints are whole ``.keras`` files (weights *and* optimizer state), written to a
-temporary name and renamed, so a ``kill -9`` during a save leaves the previous one intact.
+Checkpoints are whole ``.keras`` files (weights *and* optimizer state), written through
+``utils.atomic_output`` (a temporary name, then a rename), so a ``kill -9`` or a full disk
+during a save leaves the previous one intact and the new one unrecorded.
 The last checkpoint replaced is kept as ``previous.keras`` (with its ``previous-state.json``)
 until the new one and its state are both written; ``--resume`` takes the newest pair that
 loads and agrees (same optimizer step), so a damaged ``last.keras`` costs one epoch, not the run.
@@ -19,7 +20,7 @@ import os
 import keras
 
 from keras_captioning.run_directory import RunDirectory
-from keras_captioning.utils import write_json_atomic
+from keras_captioning.utils import atomic_output, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,14 @@ def truncate_log(csv_path: str, first_epoch: int) -> None:
     keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].strip().isdigit()
                         and int(ln.split(",", 1)[0]) < first_epoch]
     if len(keep) != len(lines):
-        with open(csv_path, "w", encoding="utf-8") as fh:
+        with atomic_output(csv_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             fh.writelines(keep)
 
 
 def atomic_save_model(model: keras.Model, path: str) -> None:
-    """Saves ``model`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = f"{path[:-len('.keras')]}.tmp-{os.getpid()}.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    """Saves ``model`` to ``path`` through ``atomic_output`` (a full disk: one error naming ``path``)."""
+    with atomic_output(path, suffix=".keras") as tmp:
+        model.save(tmp)
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -201,18 +201,17 @@ class RunCheckpoint(keras.callbacks.Callback):
         """
         last = self.run.checkpoint(LAST)
         state = self.run.state_path
-        tmp = f"{last[:-len('.keras')]}.tmp-{os.getpid()}.keras"
-        self.model.save(tmp)
-        if os.path.exists(last) and os.path.exists(state):
-            try:
-                with open(state, encoding="utf-8") as fh:
-                    previous_state = json.load(fh)
-            except (OSError, ValueError):
-                previous_state = None  # an unreadable state cannot vouch for the old checkpoint
-            if previous_state is not None:
-                os.replace(last, self.run.checkpoint(PREVIOUS))
-                write_json_atomic(self.run.previous_state_path, previous_state)
-        os.replace(tmp, last)
+        with atomic_output(last, suffix=".keras") as tmp:
+            self.model.save(tmp)
+            if os.path.exists(last) and os.path.exists(state):
+                try:
+                    with open(state, encoding="utf-8") as fh:
+                        previous_state = json.load(fh)
+                except (OSError, ValueError):
+                    previous_state = None  # an unreadable state cannot vouch for the old checkpoint
+                if previous_state is not None:
+                    os.replace(last, self.run.checkpoint(PREVIOUS))
+                    write_json_atomic(self.run.previous_state_path, previous_state)
         self.save_state(next_epoch, interrupted=interrupted)
 
 

@@ -1,9 +1,9 @@
 """The SCST fine-tuning stage: a cross-entropy run's best.keras -> its own run directory.
 
-``train(cfg)`` with ``train.objective=scst`` comes here. The run directory has the layout of
-every run (``trainer.py``'s docstring), plus ``steps.csv`` (one row per step: loss, reward,
-baseline, advantage, length, entropy) and ``run.json`` keys ``objective``, ``init_from`` and
-``init_val_cider_d``. The stage:
+``train(cfg)`` with ``train.objective=scst`` runs the loop (``trainer.py``) with ``SCSTStage``.
+The run directory has the layout of every run (``run_directory.py``), plus ``steps.csv`` (one
+row per step: loss, reward, baseline, advantage, length, entropy) and ``run.json`` keys
+``objective``, ``init_from`` and ``init_val_cider_d``. The stage:
 
 * checks the init run (``train.init_from``: same model type, backbone and vocabulary as the
   features) and starts from its ``checkpoints/best.keras`` with a fresh Adam
@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 import shutil
-import sys
 
 import keras
 
@@ -34,10 +32,10 @@ from keras_captioning.config import ExperimentConfig
 from keras_captioning.errors import CaptioningError
 from keras_captioning.run_directory import RunDirectory
 from keras_captioning.training import callbacks as cb
+from keras_captioning.training.stage import Stage
+from keras_captioning.utils import atomic_output
 
 log = logging.getLogger(__name__)
-
-STEPS_FILE = "steps.csv"
 
 
 def make_image_dataset(shard_pattern, batch_size: int, feature: str = "grid", shuffle: bool = True,
@@ -88,7 +86,7 @@ def build_reward(shard_pattern, vocab, reward_end: bool = False):
 
 
 class StepLog(keras.callbacks.Callback):
-    """Appends the step's ``step_*`` values to ``steps.csv`` and keeps them out of the epoch logs."""
+    """Appends the step's ``step_*`` values to ``steps.csv`` (``EpochEnd`` keeps them out of the epoch logs)."""
 
     def __init__(self, path: str, first_epoch: int = 0):
         super().__init__()
@@ -111,10 +109,6 @@ class StepLog(keras.callbacks.Callback):
             writer.writerow([self.epoch, batch, *(f"{float(logs.get(f'step_{n}', float('nan'))):.6g}"
                                                   for n in LOGGED)])
 
-    def on_epoch_end(self, epoch, logs=None):
-        for key in [k for k in (logs or {}) if k.startswith("step_")]:
-            del logs[key]
-
 
 def _check_init_run(cfg: ExperimentConfig, vocab) -> str:
     """The init run's best.keras, after checking it belongs to these features and this model type."""
@@ -129,7 +123,7 @@ def _check_init_run(cfg: ExperimentConfig, vocab) -> str:
                               f"features.backbone='{cfg.features.backbone}'")
     init_vocab = init_run.vocab()
     if init_vocab.fingerprint() != vocab.fingerprint():
-        raise CaptioningError(f"{init}/vocab.json: not the vocabulary of {cfg.features_dir} (the model's "
+        raise CaptioningError(f"{init_run.vocab_path}: not the vocabulary of {cfg.features_dir} (the model's "
                               "token ids would not match the features' captions)")
     path = init_run.checkpoint("best")
     if not os.path.isfile(path):
@@ -137,130 +131,91 @@ def _check_init_run(cfg: ExperimentConfig, vocab) -> str:
     return path
 
 
-def train_scst(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> str:
-    """Runs the SCST stage of ``cfg`` and returns its run directory."""
-    from keras_captioning.data.pipeline import count_examples, make_eval_dataset
-    from keras_captioning.data.vocab import Vocabulary
-    from keras_captioning.features.build import build_features
-    from keras_captioning.models.registry import model_type
-    from keras_captioning.training import trainer as tr
-    from keras_captioning.training.precision import set_policy
-    from keras_captioning.training.scst import SCSTTrainer
-    from keras_captioning.training.selection import DecodedValidation, MetricSchedule
+class SCSTStage(Stage):
+    """Self-critical sequence training from ``train.init_from``'s best checkpoint."""
 
-    if cfg.train.strategy != "default":
-        raise CaptioningError("train.objective=scst runs on one device: set train.strategy=default")
-    run_dir = cfg.run_dir
-    # Checked before anything below can delete run_dir (--overwrite, a dead first attempt).
-    if os.path.abspath(cfg.train.init_from) == os.path.abspath(run_dir):
-        raise CaptioningError(f"train.run_dir={run_dir} is the init run itself; SCST writes its own "
-                              "run directory (set train.run_dir, e.g. runs/<name>_scst)")
-    info = tr.open_run_dir(run_dir, resume, overwrite)
-    resume = info is not None
-    if resume and info.get("objective") != "scst":
-        raise CaptioningError(f"{run_dir}: not an SCST run; resume it without train.objective=scst")
+    objective = "scst"
 
-    policy = set_policy(cfg.train.mixed_precision)
-    manifest = build_features(cfg)
-    vocab = Vocabulary.load(os.path.join(cfg.features_dir, "vocab.json"))
-    tr.check_compatibility(cfg, manifest, vocab)
-    init_path = _check_init_run(cfg, vocab)
-    feature = model_type(cfg.model.type).feature
-    train_pattern = tr._shard_pattern(cfg.features_dir, "train")
-    n_images = count_examples(manifest, "train", "random")
-    if n_images == 0:
-        raise CaptioningError(f"{cfg.features_dir}: the train split has no captioned images")
-    steps = cfg.train.steps_per_epoch or math.ceil(n_images / cfg.train.batch_size)
+    def check(self) -> None:
+        cfg = self.cfg
+        if cfg.train.strategy != "default":
+            raise CaptioningError("train.objective=scst runs on one device: set train.strategy=default")
+        # Checked before anything can delete run_dir (--overwrite, a dead first attempt).
+        if os.path.abspath(cfg.train.init_from) == os.path.abspath(cfg.run_dir):
+            raise CaptioningError(f"train.run_dir={cfg.run_dir} is the init run itself; SCST writes its own "
+                                  "run directory (set train.run_dir, e.g. runs/<name>_scst)")
 
-    reward = build_reward(train_pattern, vocab, reward_end=cfg.train.scst_reward_end)
-    log.info("scst reward: CIDEr-D%s over %d training images' references (document frequencies "
-             "computed once)", " with END as a word" if cfg.train.scst_reward_end else "", reward.num_images)
+    def prepare(self, ctx) -> None:
+        from keras_captioning.data.pipeline import count_examples
 
-    keras.utils.set_random_seed(cfg.train.seed)
-    state = None
-    if resume:
-        captioner, state = cb.load_resume_point(run_dir)
-        log.info("resumed %s at epoch %d (optimizer step %d)", run_dir, int(state["next_epoch"]),
-                 int(captioner.optimizer.iterations.numpy()))
-    else:
-        captioner = cb.read_checkpoint(init_path, compile=False)
-        optimizer = keras.optimizers.Adam(cfg.train.learning_rate, clipnorm=cfg.train.clipnorm)
-        captioner.compile(optimizer=optimizer)
-    model = SCSTTrainer(captioner, reward, samples=cfg.train.scst_samples, baseline=cfg.train.scst_baseline,
-                        max_length=cfg.train.scst_max_length, seed=cfg.train.seed,
-                        dropout=cfg.train.scst_dropout)
-    # One optimizer for both: the wrapper applies it, the captioner's checkpoints carry it.
-    model.compile(optimizer=captioner.optimizer, jit_compile=False)  # the reward is a numpy_function
+        cfg = self.cfg
+        self.init_path = _check_init_run(cfg, ctx.vocab)
+        if not ("val" in ctx.manifest.get("counts", {}) and count_examples(ctx.manifest, "val", "random") > 0):
+            raise CaptioningError(f"{ctx.features.path}: SCST selects and stops on the val split's CIDEr-D; "
+                                  "there is no val split")
+        if self.num_examples(ctx) == 0:
+            return  # the loop says so
+        self.reward = build_reward(ctx.features.shard_pattern("train"), ctx.vocab, reward_end=cfg.train.scst_reward_end)
+        log.info("scst reward: CIDEr-D%s over %d training images' references (document frequencies "
+                 "computed once)", " with END as a word" if cfg.train.scst_reward_end else "", self.reward.num_images)
 
-    val_pattern = tr._shard_pattern(cfg.features_dir, "val")
-    has_val = "val" in manifest.get("counts", {}) and count_examples(manifest, "val", "random") > 0
-    if not has_val:
-        raise CaptioningError(f"{cfg.features_dir}: SCST selects and stops on the val split's CIDEr-D; "
-                              "there is no val split")
-    val_ds = make_eval_dataset(val_pattern, cfg.eval.batch_size, feature=feature)
-    validation = DecodedValidation(val_ds, vocab, max_length=cfg.eval.max_length,
-                                   max_images=cfg.train.val_decode_images)
-    validation.set_model(model)
+    def num_examples(self, ctx) -> int:
+        from keras_captioning.data.pipeline import count_examples
 
-    if not resume:
+        return count_examples(ctx.manifest, "train", "random")
+
+    def build_model(self, ctx):
+        captioner = cb.read_checkpoint(self.init_path, compile=False)
+        captioner.compile(optimizer=keras.optimizers.Adam(self.cfg.train.learning_rate,
+                                                          clipnorm=self.cfg.train.clipnorm))
+        return captioner
+
+    def fit_model(self, ctx, model):
+        from keras_captioning.training.scst import SCSTTrainer
+
+        train = self.cfg.train
+        trainer = SCSTTrainer(model, self.reward, samples=train.scst_samples, baseline=train.scst_baseline,
+                              max_length=train.scst_max_length, seed=train.seed, dropout=train.scst_dropout)
+        # One optimizer for both: the wrapper applies it, the captioner's checkpoints carry it.
+        trainer.compile(optimizer=model.optimizer, jit_compile=False)  # the reward is a numpy_function
+        return trainer
+
+    def decoded_validation(self, ctx):
+        from keras_captioning.data.pipeline import make_eval_dataset
+        from keras_captioning.training.selection import DecodedValidation
+
+        val_ds = make_eval_dataset(ctx.features.shard_pattern("val"), self.cfg.eval.batch_size, feature=ctx.feature)
+        return DecodedValidation(val_ds, ctx.vocab, max_length=self.cfg.eval.max_length,
+                                 max_images=self.cfg.train.val_decode_images)
+
+    def start(self, ctx, fit_model, validation):
+        """Scores the init model (the best to beat) and makes it the run's best.keras."""
         logs = {}
-        validation.on_epoch_end(-1, logs)  # the init model's score: the best to beat
+        validation.set_model(fit_model)
+        validation.on_epoch_end(-1, logs)
         init_score = logs["val_cider_d"]
-        run = RunDirectory(run_dir)
-        os.makedirs(run.checkpoints_dir, exist_ok=True)
-        shutil.copyfile(init_path, run.checkpoint("best"))
-        run.create(cfg, vocab, cfg.features_dir, policy=policy, objective="scst",
-                   init_from=cfg.train.init_from, init_val_cider_d=init_score)
-        state = {"best": init_score, "schedule": {"best": init_score}, "next_epoch": 0}
+        os.makedirs(ctx.run.checkpoints_dir, exist_ok=True)
+        with atomic_output(ctx.run.checkpoint("best")) as tmp:
+            shutil.copyfile(self.init_path, tmp)
         log.info("scst: init model %s scores val CIDEr-D %.1f (greedy); best.keras until an epoch beats it",
-                 init_path, 100 * init_score)
+                 self.init_path, 100 * init_score)
+        state = {"best": init_score, "schedule": {"best": init_score}, "next_epoch": 0}
+        return state, {"init_from": self.cfg.train.init_from, "init_val_cider_d": init_score}
 
-    first_epoch = int(state.get("next_epoch", 0))
-    if first_epoch >= cfg.train.epochs:
-        log.info("%s: already trained for %d epochs; nothing to do", run_dir, first_epoch)
-        return run_dir
-    cb.truncate_log(os.path.join(run_dir, "log.csv"), first_epoch)
+    def epoch_dataset(self, ctx, epoch: int, steps: int):
+        part = make_image_dataset(ctx.features.shard_pattern("train"), self.cfg.train.batch_size, feature=ctx.feature,
+                                  seed=self.cfg.train.seed + epoch,  # the trainer's per-epoch data order
+                                  shuffle_buffer=min(self.cfg.train.shuffle_buffer, 2048))
+        return part.repeat().take(steps)
 
-    ds = None
-    for epoch in range(first_epoch, cfg.train.epochs):
-        part = make_image_dataset(train_pattern, cfg.train.batch_size, feature=feature,
-                                  seed=cfg.train.seed + epoch,  # the trainer's per-epoch data order
-                                  shuffle_buffer=min(cfg.train.shuffle_buffer, 2048))
-        part = part.repeat().take(steps)
-        ds = part if ds is None else ds.concatenate(part)
+    def selection(self, ctx):
+        return "val_cider_d", "max", self.cfg.train.early_stopping_patience or 1
 
-    monitor, mode = "val_cider_d", "max"
-    patience = cfg.train.early_stopping_patience or 1
-    schedule = MetricSchedule(monitor, mode, lr_factor=cfg.train.lr_decay_factor,
-                              lr_patience=(cfg.train.lr_patience if cfg.train.lr_schedule == "plateau"
-                                           else None),
-                              min_lr=cfg.train.min_learning_rate, stop_patience=patience)
-    schedule.load_state(state.get("schedule"))
-    nan_guard = cb.NaNGuard()
-    ckpt = cb.RunCheckpoint(run_dir, nan_guard, best=state.get("best"), monitor=monitor, mode=mode,
-                            schedule=schedule)
-    tracker = cb.EpochTracker(first_epoch)
-    callbacks = [tracker, nan_guard, StepLog(os.path.join(run_dir, STEPS_FILE), first_epoch), validation,
-                 schedule, ckpt,
-                 keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=first_epoch > 0),
-                 cb.ScalarSummaries(os.path.join(run_dir, "tensorboard"))]
-    if cfg.train.terminate_on_nan:
-        callbacks.append(keras.callbacks.TerminateOnNaN())
+    def callbacks(self, ctx, first_epoch: int) -> list:
+        return [StepLog(ctx.run.steps_csv, first_epoch)]
 
-    log.info("scst %s: %d images, %d steps/epoch x %d images x K=%d samples (%s baseline, <= %d steps), "
-             "epochs %d..%d", cfg.model.type, n_images, steps, cfg.train.batch_size, cfg.train.scst_samples,
-             cfg.train.scst_baseline, cfg.train.scst_max_length, first_epoch + 1, cfg.train.epochs)
-    try:
-        model.fit(ds, epochs=cfg.train.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-                  shuffle=False,  # make_image_dataset shuffles, seeded per epoch
-                  callbacks=callbacks, verbose="auto" if sys.stdout.isatty() else 2)
-    except KeyboardInterrupt:
-        ckpt.save_interrupted(tracker.epoch)
-        log.warning("interrupted: checkpoint saved in %s; continue with --resume", run_dir)
-        raise
-    finally:
-        tr._draw_curves(run_dir)
-    if nan_guard.triggered:
-        raise CaptioningError(f"{run_dir}: training stopped on a non-finite loss; the last good "
-                              "checkpoint is checkpoints/last.keras")
-    return run_dir
+    def describe(self, ctx, steps: int, first_epoch: int) -> str:
+        train = self.cfg.train
+        return (f"scst {self.cfg.model.type}: {self.num_examples(ctx)} images, {steps} steps/epoch x "
+                f"{train.batch_size} images x K={train.scst_samples} samples ({train.scst_baseline} baseline, "
+                f"<= {train.scst_max_length} steps), epochs {first_epoch + 1}..{train.epochs}")
