@@ -30,6 +30,7 @@ QUICK_OVERRIDES = [
     "features.out_dir=features/demo-quick", "features.shard_size=40",
     "model.embedding_dim=16", "model.units=32", "model.attention_units=16", "model.merge_units=32",
     "train.epochs=1", "train.batch_size=32", "eval.beam=2", "eval.max_length=12",
+    "model.transformer_dim=16", "model.transformer_heads=2", "model.transformer_ff_dim=32",
 ]
 
 
@@ -110,6 +111,8 @@ def run_demo(quick: bool = False, out_dir: str = "runs/demo") -> str:
                                overrides + [f"train.run_dir={out_dir}/vanilla"]),
         "attention": load_config(os.path.join(root, "demo_attention.yaml"),
                                  overrides + [f"train.run_dir={out_dir}/attention"]),
+        "transformer": load_config(os.path.join(root, "demo_transformer.yaml"),
+                                   overrides + [f"train.run_dir={out_dir}/transformer"]),
     }
     os.makedirs(out_dir, exist_ok=True)
     log.info("demo: 1/4 data and features (%s)", cfgs["attention"].features_dir)
@@ -143,7 +146,7 @@ def _write_demo_report(out_dir, cfgs, results, loc, timings, total, quick) -> st
     from keras_captioning.evaluate import RUN_COLUMNS, TABLE_METRICS, format_table
 
     rows = [{**results[n]["meta"], **results[n]["scores"], "train s": f"{timings[n]:.0f}"}
-            for n in ("vanilla", "attention")]
+            for n in cfgs]
     metrics = [m for m in TABLE_METRICS if m in rows[0]]
     table = format_table(rows, RUN_COLUMNS + metrics + ["train s"])
     a, v = results["attention"]["scores"], results["vanilla"]["scores"]
