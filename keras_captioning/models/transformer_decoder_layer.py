@@ -4,11 +4,11 @@ import keras
 from keras import ops
 
 from keras_captioning.models.transformer_attention import TransformerAttention
-from keras_captioning.models.transformer_encoder_layer import check_sizes, feed_forward, residual
+from keras_captioning.models.transformer_encoder_layer import TransformerEncoderLayer, feed_forward, residual
 
 
 @keras.saving.register_keras_serializable(package="keras_captioning")
-class TransformerDecoderLayer(keras.layers.Layer):
+class TransformerDecoderLayer(TransformerEncoderLayer):
     """Causal self-attention over the words so far, cross-attention over the regions, a ReLU
     feed-forward block; residuals around each, LayerNorm before (``"pre"``) or after (``"post"``).
 
@@ -35,36 +35,18 @@ class TransformerDecoderLayer(keras.layers.Layer):
     keys and values.
     """
 
+    NUM_NORMS = 3
+
     def __init__(self, model_dim, num_heads, ff_dim, dropout=0.0, norm="pre", **kwargs):
-        check_sizes(model_dim, num_heads, ff_dim, dropout, norm)
-        super().__init__(**kwargs)
-        policy = self.dtype_policy
-        key_dim = model_dim // num_heads
-        # === Layers ===
-        self.self_attention = TransformerAttention(num_heads, key_dim, dropout=dropout, dtype=policy,
-                                                   name="self_attention")
-        self.cross_attention = TransformerAttention(num_heads, key_dim, dropout=dropout, dtype=policy,
-                                                    name="cross_attention")
-        self.ff_inner = keras.layers.Dense(ff_dim, activation="relu", dtype=policy, name="ff_inner")
-        self.ff_outer = keras.layers.Dense(model_dim, dtype=policy, name="ff_outer")
-        self.norms = [keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy, name=f"norm_{i}") for i in range(3)]
-        self.dropout_layer = keras.layers.Dropout(dropout, dtype=policy, name="dropout")
-        # === Config ===
-        self.model_dim = model_dim
-        self.num_heads = num_heads
-        self.ff_dim = ff_dim
-        self.dropout = dropout
-        self.norm = norm
+        # The encoder layer's self-attention, feed-forward block, norms and config, plus:
+        super().__init__(model_dim, num_heads, ff_dim, dropout=dropout, norm=norm, **kwargs)
+        self.cross_attention = TransformerAttention(num_heads, model_dim // num_heads, dropout=dropout,
+                                                    dtype=self.dtype_policy, name="cross_attention")
 
     def build(self, input_shape=None):
         shape = (None, None, self.model_dim)
-        self.self_attention.build(shape, shape)
         self.cross_attention.build(shape, shape)
-        self.ff_inner.build(shape)
-        self.ff_outer.build((None, None, self.ff_dim))
-        for norm in self.norms:
-            norm.build(shape)
-        self.built = True
+        super().build(input_shape)
 
     def call(self, x, cross_key, cross_value, cache_key=None, cache_value=None, step=None, training=False):
         first = self.norm == "pre"
@@ -97,9 +79,3 @@ class TransformerDecoderLayer(keras.layers.Layer):
         x, _ = residual(x, lambda h: feed_forward(self, h, training), self.norms[2], self.dropout_layer, first,
                         training)
         return x, weights, kept["key"], kept["value"]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"model_dim": self.model_dim, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
-                       "dropout": self.dropout, "norm": self.norm})
-        return config

@@ -50,6 +50,8 @@ class TransformerEncoderLayer(keras.layers.Layer):
     Call: ``layer(regions (B, R, D), training)`` -> (B, R, D).
     """
 
+    NUM_NORMS = 2  # one LayerNorm per residual block
+
     def __init__(self, model_dim, num_heads, ff_dim, dropout=0.0, norm="pre", **kwargs):
         check_sizes(model_dim, num_heads, ff_dim, dropout, norm)
         super().__init__(**kwargs)
@@ -59,7 +61,8 @@ class TransformerEncoderLayer(keras.layers.Layer):
                                                    name="self_attention")
         self.ff_inner = keras.layers.Dense(ff_dim, activation="relu", dtype=policy, name="ff_inner")
         self.ff_outer = keras.layers.Dense(model_dim, dtype=policy, name="ff_outer")
-        self.norms = [keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy, name=f"norm_{i}") for i in range(2)]
+        self.norms = [keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy, name=f"norm_{i}")
+                      for i in range(self.NUM_NORMS)]
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=policy, name="dropout")
         # === Config ===
         self.model_dim = model_dim
