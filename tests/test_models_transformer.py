@@ -241,8 +241,8 @@ TINY = {"model.transformer_dim": 16, "model.transformer_heads": 2, "model.transf
         "model.transformer_layers": 2, "model.transformer_encoder_layers": 1, "model.transformer_max_positions": 24}
 
 
-@pytest.mark.slow  # a CLI training run, evaluate and caption
-def test_cli_train_evaluate_caption(tmp_path, capsys):
+@pytest.mark.slow  # a CLI training run, evaluate, caption and an SCST stage
+def test_cli_train_evaluate_caption_scst(tmp_path, capsys):
     from keras_captioning.cli import main
 
     config = str(REPO / "configs" / "demo_transformer.yaml")
@@ -261,6 +261,17 @@ def test_cli_train_evaluate_caption(tmp_path, capsys):
     out_png = tmp_path / "map.png"
     assert main(["caption", "--run", str(run), str(image), "--attention-map", str(out_png)]) == 0
     assert out_png.exists() and capsys.readouterr().out.strip()
+    # SCST starts from the run: the sampled captions and the policy-gradient pass go through the
+    # Transformer's decode_step and call.
+    scst = smoke_overrides(tmp_path, "transformer", "scst", **TINY, **{
+        "data.synthetic_images": 60, "data.synthetic_image_size": 64, "features.shard_size": 25,
+        "train.batch_size": 16, "eval.max_length": 12, "train.objective": "scst", "train.init_from": run,
+        "train.epochs": 1, "train.steps_per_epoch": 2})
+    assert main(["train", "--config", config, *[x for s in scst for x in ("--set", s)]]) == 0
+    steps = (tmp_path / "scst" / "steps.csv").read_text().splitlines()
+    assert len(steps) == 3 and "reward" in steps[0]
+    model = keras.saving.load_model(tmp_path / "scst" / "checkpoints" / "last.keras", compile=False)
+    assert isinstance(model, TransformerCaptioner)
 
 
 @pytest.mark.slow  # a training run, two SavedModels and a LiteRT file, run in an isolated Python
