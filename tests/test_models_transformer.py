@@ -216,6 +216,12 @@ def test_bad_arguments_raise_captioning_error(kwargs, message):
         make_model(**kwargs)
 
 
+def test_captions_longer_than_the_positions_are_refused():
+    model = make_model(max_positions=4)
+    with pytest.raises(CaptioningError, match="captions of 7 input tokens exceed max_positions=4"):
+        model(make_inputs())
+
+
 def test_registry_and_config():
     entry = model_type("transformer")
     assert entry.feature == "grid" and entry.has_attention

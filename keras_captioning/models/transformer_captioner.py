@@ -188,6 +188,10 @@ class TransformerCaptioner(CaptionModel):
 
     def _decode_all(self, cross, tokens, training):
         """All positions at once: hidden states (B, T, model_dim) and cross-attention weights per layer."""
+        if tokens.shape[1] is not None and tokens.shape[1] > self.max_positions:
+            raise CaptioningError(f"transformer: captions of {tokens.shape[1]} input tokens exceed "
+                                  f"max_positions={self.max_positions} (model.transformer_max_positions); raise "
+                                  "it or lower data.max_length")
         steps = ops.shape(tokens)[1]
         positions = ops.broadcast_to(ops.arange(steps)[None, :], ops.shape(tokens))
         x = self._embed(tokens, positions, training)
