@@ -120,9 +120,24 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
             loss, _ = step(features, captions)
         return float(loss.numpy())
 
+    transformer = build_transformer(ctx, seed=0)
+
+    def run_transformer():
+        for batch in ours_batches:
+            logs = transformer.train_on_batch(batch, return_dict=True)
+        return logs
+
     t_ours, _ = timed(run_ours)  # traces every bucket width: reported, not counted
     t_study, _ = timed(run_study)
-    ours_s, study_s = compare(run_ours, run_study, ctx.reps, warmup=True)
+    t_transformer, _ = timed(run_transformer)
+    # One untimed warm-up each, then the three alternate repetitions (compare() does this for two).
+    runs = (run_ours, run_study, run_transformer)
+    for run in runs:
+        run()
+    ours_s, study_s, transformer_s = [], [], []
+    for _ in range(ctx.reps):
+        for seconds, run in zip((ours_s, study_s, transformer_s), runs):
+            seconds.append(timed(run)[0])
     ours_rate, study_rate = median(rates(real_ours, ours_s)), median(rates(real_study, study_s))
     images = sum(int(b["features"].shape[0]) for b in ours_batches)
     widths = sorted({int(b["captions"].shape[1]) for b in ours_batches})
@@ -139,8 +154,47 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
              f"({len(study_batches) * (longest - 1)} steps); first pass (traces) ours {t_ours:.1f}s, study "
              f"{t_study:.1f}s; ours reach {flops / 1e9:.1f} GFLOP/s of useful work (real tokens, forward + "
              f"backward) = {flops / peak:.0%} of this machine's measured float32 matmul peak ({peak / 1e9:.0f} GFLOP/s)")
+    transformer_rate = median(rates(real_ours, transformer_s))
+    gru_rates = rates(real_ours, ours_s)
+    notes_transformer = (f"the Transformer captioner (model.type transformer, {transformer_sizes(transformer)}) "
+                         f"trained on row 2b's batches (the same images, captions, buckets and image-major "
+                         f"layout), its repetitions alternating with 2b's in the same run; first pass (traces) "
+                         f"{t_transformer:.1f}s")
     return [Result("train", "2b. training step, real lengths", "tokens/s", ours_rate, study_rate, 5.0, True,
-                   rates(real_ours, ours_s), rates(real_study, study_s), notes)]
+                   gru_rates, rates(real_study, study_s), notes),
+            Result("train", "2c. transformer training, real lengths", "tokens/s", transformer_rate, study_rate,
+                   5.0, True, rates(real_ours, transformer_s), rates(real_study, study_s),
+                   notes_transformer + "; study column: the study's pipeline, as in 2b"),
+            Result("train", "2d. transformer vs GRU attention, real lengths", "tokens/s", transformer_rate,
+                   median(gru_rates), 3.0, True, rates(real_ours, transformer_s), gru_rates,
+                   notes_transformer + "; 'study' column here: our GRU attention model (row 2b's ours)")]
+
+
+def build_transformer(ctx: Context, seed: int):
+    """The Transformer captioner at row 2b's sizes (R x D regions, vocabulary); its own widths are
+    ``configs/flickr8k_transformer.yaml``'s (tiny mode: the tiny ``units`` as width, 2 heads)."""
+    import os
+
+    import keras
+
+    from keras_captioning.config import load_config
+    from keras_captioning.models.registry import build_model
+
+    s = ctx.sizes
+    tiny = [] if s.name == "full" else [f"model.transformer_dim={s.units}", "model.transformer_heads=2",
+                                        f"model.transformer_ff_dim={2 * s.units}"]
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                          "flickr8k_transformer.yaml")
+    cfg = load_config(config, tiny)
+    keras.utils.set_random_seed(seed)
+    model = build_model(cfg, s.vocab_size, (s.regions, s.feature_dim), {"pad_id": 0, "start_id": 2, "end_id": 3})
+    model.compile(optimizer=keras.optimizers.Adam(4e-4), jit_compile=False)  # as build_models compiles ours
+    return model
+
+
+def transformer_sizes(model) -> str:
+    return (f"width {model.model_dim}, {model.num_heads} heads, feed-forward {model.ff_dim}, "
+            f"{model.num_layers} decoder + {model.encoder_layers} encoder layers, {model.norm}-norm")
 
 
 BUCKETS = (8, 10, 12, 14, 16, 18, 20, 23, 26, 30)  # train.length_buckets in tokens; the README's advice

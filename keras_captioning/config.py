@@ -70,6 +70,17 @@ class ModelConfig:
     merge_dropout: float = 0.5
     attention_reg: float = 0.0  # doubly stochastic attention regularisation (lambda)
     init_state: str = "zeros"  # zeros (study) | features (h0/c0 = tanh(W mean region), as SAT)
+    # model.type: transformer (models/transformer_captioner.py)
+    transformer_layers: int = 2  # decoder layers
+    transformer_heads: int = 8  # attention heads (transformer_dim must be a multiple)
+    transformer_dim: int = 512  # model width; the regions are projected to it
+    transformer_ff_dim: int = 2048  # inner width of the feed-forward blocks
+    transformer_encoder_layers: int = 0  # self-attention layers over the regions before the decoder
+    transformer_norm: str = "pre"  # pre | post (LayerNorm before each block, or after each residual sum)
+    transformer_positions: str = "learned"  # learned | sinusoidal
+    transformer_max_positions: int = 64  # longest input / decoding steps (the key/value cache size)
+    transformer_dropout: float = 0.1
+    transformer_attention_layer: int = -1  # decoder layer whose cross-attention is the attention map (-1: last)
 
 
 @dataclass
@@ -391,6 +402,8 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
         raise CaptioningError(f"{source}: train.scst_baseline=mean needs train.scst_samples >= 2 "
                               f"(the mean of the other samples), got {cfg.train.scst_samples}")
     _validate_table(cfg.data, source)
+    if cfg.model.type == "transformer":
+        _check_transformer(cfg, source)
     check_folder(cfg.features.out_dir, "features.out_dir")
     check_folder(cfg.train.run_dir, "train.run_dir")
 
@@ -410,6 +423,23 @@ def _validate_table(data: DataConfig, source: str) -> None:
                                        or data.delimiter in "\"\r\n"):
         raise CaptioningError(f"{source}: data.delimiter={data.delimiter!r}: expected null, \"tab\" or one "
                               "character such as \",\" or \";\"")
+
+
+def _check_transformer(cfg: ExperimentConfig, source: str) -> None:
+    m = cfg.model
+    if m.transformer_dim % m.transformer_heads:
+        raise CaptioningError(f"{source}: model.transformer_dim={m.transformer_dim} must be a multiple of "
+                              f"model.transformer_heads={m.transformer_heads}")
+    if not -m.transformer_layers <= m.transformer_attention_layer < m.transformer_layers:
+        raise CaptioningError(f"{source}: model.transformer_attention_layer={m.transformer_attention_layer} is not "
+                              f"one of the {m.transformer_layers} decoder layers (0 ... {m.transformer_layers - 1}, "
+                              "or -1 for the last)")
+    # The key/value cache has a fixed size: decoding must fit in it.
+    steps = max(cfg.eval.max_length, cfg.train.scst_max_length, (cfg.data.max_length or 0) - 1)
+    if m.transformer_max_positions < steps:
+        raise CaptioningError(f"{source}: model.transformer_max_positions={m.transformer_max_positions} is below "
+                              f"the {steps} positions eval.max_length, train.scst_max_length or data.max_length "
+                              "need; raise it")
 
 
 def save_config(cfg: ExperimentConfig, path: str) -> None:

@@ -31,6 +31,7 @@ QUICK_OVERRIDES = [
     "data.root=data/demo-quick", "data.synthetic_images=80", "data.synthetic_image_size=64",
     "features.out_dir=features/demo-quick", "features.shard_size=40",
     "model.embedding_dim=16", "model.units=32", "model.attention_units=16", "model.merge_units=32",
+    "model.transformer_dim=16", "model.transformer_heads=2", "model.transformer_ff_dim=32",
     "train.epochs=1", "train.batch_size=32", "eval.beam=2", "eval.max_length=12",
 ]
 
@@ -151,6 +152,8 @@ def run_demo(quick: bool = False, out_dir: str = "runs/demo", seeds=None) -> str
                                overrides + [f"train.run_dir={out_dir}/vanilla"]),
         "attention": load_config(os.path.join(root, "demo_attention.yaml"),
                                  overrides + [f"train.run_dir={out_dir}/attention"]),
+        "transformer": load_config(os.path.join(root, "demo_transformer.yaml"),
+                                   overrides + [f"train.run_dir={out_dir}/transformer"]),
     }
     seeds = demo_seeds(cfgs["attention"], seeds)
     os.makedirs(out_dir, exist_ok=True)
@@ -189,7 +192,7 @@ def _score_rows(runs, results, timings) -> tuple[list, list]:
     several = len(runs["attention"]) > 1
     metrics = [m for m in TABLE_METRICS if m in results["attention"][0]["scores"]]
     rows = []
-    for name in ("vanilla", "attention"):
+    for name in runs:
         row = {**results[name][0]["meta"], "train s": f"{np.mean(timings[name]):.0f}"}
         for m in metrics:
             values = [r["scores"].get(m, float("nan")) for r in results[name]]

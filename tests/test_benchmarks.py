@@ -9,8 +9,10 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ROWS = ("1. input pipeline", "2a. training step, T=20", "2b. training step, real lengths", "3. decoding, greedy", "4. storage",
-        "5. corpus metrics", "6. feature extraction", "6b. extraction, EfficientNet-Lite0")
+ROWS = ("1. input pipeline", "2a. training step, T=20", "2b. training step, real lengths",
+        "2c. transformer training, real lengths", "2d. transformer vs GRU attention, real lengths",
+        "3. decoding, greedy", "4. storage", "5. corpus metrics", "6. feature extraction",
+        "6b. extraction, EfficientNet-Lite0")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,10 @@ from keras_captioning.models.caption_model import CaptionModel
 from keras_captioning.models.cnn_encoder import CNNEncoder
 from keras_captioning.models.merge_captioner import MergeCaptioner, build_merge_captioner
 from keras_captioning.models.rnn_decoder import RNNDecoder
+from keras_captioning.models.transformer_attention import TransformerAttention
+from keras_captioning.models.transformer_captioner import TransformerCaptioner
+from keras_captioning.models.transformer_decoder_layer import TransformerDecoderLayer
+from keras_captioning.models.transformer_encoder_layer import TransformerEncoderLayer
 
 __all__ = [
     "AttentionCaptioner",
@@ -18,5 +22,9 @@ __all__ = [
     "MergeCaptioner",
     "Perplexity",
     "RNNDecoder",
+    "TransformerAttention",
+    "TransformerCaptioner",
+    "TransformerDecoderLayer",
+    "TransformerEncoderLayer",
     "build_merge_captioner",
 ]

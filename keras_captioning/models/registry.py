@@ -46,9 +46,22 @@ def _build_merge(m, vocab_size: int, grid_shape, special_ids: dict):
     )
 
 
+def _build_transformer(m, vocab_size: int, grid_shape, special_ids: dict):
+    from keras_captioning.models.transformer_captioner import TransformerCaptioner
+
+    return TransformerCaptioner(
+        vocab_size=vocab_size, feature_dim=int(grid_shape[1]), num_regions=int(grid_shape[0]),
+        model_dim=m.transformer_dim, num_heads=m.transformer_heads, ff_dim=m.transformer_ff_dim,
+        num_layers=m.transformer_layers, encoder_layers=m.transformer_encoder_layers, norm=m.transformer_norm,
+        positions=m.transformer_positions, max_positions=m.transformer_max_positions,
+        dropout=m.transformer_dropout, attention_layer=m.transformer_attention_layer, **special_ids,
+    )
+
+
 MODEL_TYPES = {
     "attention": ModelType("attention", "grid", "attention", True, _build_attention),
     "merge": ModelType("merge", "pooled", "vanilla (merge)", False, _build_merge),
+    "transformer": ModelType("transformer", "grid", "transformer", True, _build_transformer),
 }
 
 
