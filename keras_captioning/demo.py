@@ -123,7 +123,8 @@ def demo_seeds(cfg, seeds=None) -> list[int]:
 
 
 def _seed_config(cfg, seed: int, several: bool):
-    from keras_captioning.config import from_dict, seed_dir
+    from keras_captioning.config import from_dict
+    from keras_captioning.training.run_configs import seed_dir
 
     one = from_dict(cfg.to_dict(), "demo")
     one.train.seed, one.train.seeds = seed, None

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from keras_captioning.config import RESUMABLE, config_changes
 from keras_captioning.errors import CaptioningError
 from keras_captioning.run_directory import RunDirectory
+from keras_captioning.training.run_configs import RESUMABLE, config_changes
 from keras_captioning.training.trainer import train
 from tests.helpers import smoke_config
 

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from keras_captioning.config import seed_configs, seed_dir
 from keras_captioning.demo import _verdict, demo_seeds, mean_sd, spread_cell
 from keras_captioning.errors import CaptioningError
 from keras_captioning.run_directory import RunDirectory
+from keras_captioning.training.run_configs import seed_configs, seed_dir
 from keras_captioning.training.trainer import train
 from tests.helpers import smoke_config
 

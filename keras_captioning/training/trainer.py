@@ -73,10 +73,10 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, 
     """Trains ``cfg``'s model and returns the run directory.
 
     ``stage_class`` (a ``Stage`` subclass) replaces the stage ``train.objective`` names. With
-    ``train.seeds`` it trains one run per seed (``config.seed_configs``: ``<run_dir>/seed-<n>``)
+    ``train.seeds`` it trains one run per seed (``run_configs.seed_configs``: ``<run_dir>/seed-<n>``)
     and returns ``run_dir``, the folder holding them.
     """
-    from keras_captioning.config import seed_configs
+    from keras_captioning.training.run_configs import seed_configs
 
     if cfg.train.seeds:
         for one in seed_configs(cfg):
@@ -235,9 +235,9 @@ def _train(stage, strategy, run_dir: str, info: dict | None, resume_from: str | 
 def _check_resumed_config(cfg: ExperimentConfig, run: RunDirectory) -> list[str]:
     """Refuses, in one line, a resume whose config alters the model, the data or the features.
 
-    Returns the allowed changes (``config.RESUMABLE``: epochs, patience, schedule, ...).
+    Returns the allowed changes (``run_configs.RESUMABLE``: epochs, patience, schedule, ...).
     """
-    from keras_captioning.config import RESUMABLE, config_changes
+    from keras_captioning.training.run_configs import RESUMABLE, config_changes
 
     refused, allowed = config_changes(run.config(), cfg)
     if refused:
