@@ -17,7 +17,7 @@ from keras_captioning.captioner import Captioner
 from keras_captioning.cli import main
 from keras_captioning.data.vocab import Vocabulary
 from keras_captioning.features.backbones import build_backbone
-from keras_captioning.models import AttentionCaptioner
+from tests.helpers import tiny_captioner
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_bundle_keeps_random_backbone_weights(tmp_path):
     backbone = build_backbone("mobilenet", weights=None, image_size=64, alpha=0.25)  # 2 x 2 regions
     dim = backbone.output["grid"].shape[-1]
     vocab = Vocabulary(["<pad>", "<unk>", "<start>", "<end>", "red", "circle", "square"])
-    model = AttentionCaptioner(len(vocab), feature_dim=dim, embedding_dim=8, units=8, attention_units=8)
+    model = tiny_captioner(vocab_size=len(vocab), feature_dim=dim, num_regions=None, units=8)
     captioner = Captioner(model, backbone, vocab, 64, "grid", max_length=5, beam=1, backbone_name="mobilenet",
                           alpha=0.25)
     images = [np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8) for i in range(3)]

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from keras_captioning.decoding import DecodeResult, _common, beam_search, greedy_decode, sample_decode
 from keras_captioning.errors import CaptioningError
-from keras_captioning.models import AttentionCaptioner, build_merge_captioner
+from keras_captioning.models import AttentionCaptioner
+from tests.helpers import tiny_captioner
 
 VOCAB, REGIONS, DIM, MAX_LEN = 20, 4, 8, 8
 PAD, START, END = 0, 2, 3
@@ -51,9 +52,9 @@ def make(kind, seed=0):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     if kind == "merge":
-        model = build_merge_captioner(VOCAB, feature_dim=DIM, embedding_dim=8, units=16, dropout=0.0)
+        model = tiny_captioner("merge", vocab_size=VOCAB, feature_dim=DIM)
         return model, rng.normal(size=(4, DIM)).astype(np.float32) * 3
-    model = AttentionCaptioner(VOCAB, feature_dim=DIM, embedding_dim=8, units=16, attention_units=8)
+    model = tiny_captioner(vocab_size=VOCAB, feature_dim=DIM, num_regions=None)
     return model, rng.normal(size=(4, REGIONS, DIM)).astype(np.float32) * 3
 
 
