@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 
 import numpy as np
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.utils import Progress
 from keras_captioning.utils import first_line as _first_line
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,8 @@ class Captioner:
         beam, steps, alpha = self.decoding_settings(beam, max_length, length_penalty)
         images = list(images)
         results = []
-        started = last = time.monotonic()
+        progress = Progress("caption", len(images), unit="images", emit=log.info, interval=PROGRESS_SECONDS,
+                            enabled=len(images) > batch_size)
         for start in range(0, len(images), batch_size):
             chunk = images[start: start + batch_size]
             rows, pixels = [], []
@@ -209,11 +210,7 @@ class Captioner:
                     if row["error"] is None:
                         row.update(self._describe(result, next(good)))
             results.extend(rows)
-            now = time.monotonic()
-            if len(images) > batch_size and (now - last >= PROGRESS_SECONDS or len(results) == len(images)):
-                last = now
-                log.info("caption: %d/%d images (%.1f images/s)", len(results), len(images),
-                         len(results) / max(now - started, 1e-9))
+            progress.update(len(results))
         return results
 
     def _describe(self, result, i: int) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 
 from keras_captioning.errors import CaptioningError
 from keras_captioning.run_directory import RunDirectory
+from keras_captioning.utils import atomic_output, make_dirs, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +258,9 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,
                            cfg.eval.batch_size, length_penalty)
 
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir)
     predictions = [{"image_id": _id_for_json(d["image_id"]), "caption": d["caption"]} for d in decoded]
-    with open(os.path.join(out_dir, "predictions.json"), "w", encoding="utf-8") as fh:
-        json.dump(predictions, fh, indent=1)
+    write_json_atomic(os.path.join(out_dir, "predictions.json"), predictions, indent=1)
 
     gts = {d["image_id"]: d["references"] for d in decoded}
     res = {d["image_id"]: [d["caption"]] for d in decoded}
@@ -276,15 +276,15 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     scores = {**computed, **{name: float("nan") for name in unavailable}}  # NaN shows as "n/a"
     meta = {**describe_run(cfg, manifest), "split": split, "beam": beam, "length_penalty": length_penalty,
             "num_images": len(decoded), "checkpoint": checkpoint, "unavailable": unavailable}
-    with open(os.path.join(out_dir, "scores.json"), "w", encoding="utf-8") as fh:
-        json.dump({"meta": meta, "scores": scores}, fh, indent=2)
-    with open(os.path.join(out_dir, "per_image.json"), "w", encoding="utf-8") as fh:
-        json.dump([{"image_id": d["image_id"], "caption": d["caption"], "references": d["references"],
-                    "scores": per_image.get(d["image_id"], {})} for d in decoded], fh, indent=1)
+    write_json_atomic(os.path.join(out_dir, "per_image.json"), [
+        {"image_id": d["image_id"], "caption": d["caption"], "references": d["references"],
+         "scores": per_image.get(d["image_id"], {})} for d in decoded], indent=1)
 
     columns = RUN_COLUMNS + [m for m in TABLE_METRICS if m in scores]
     table = format_table([{**meta, **scores}], columns)
     report = _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta)
+    # Last: scores.json marks the report complete (compare and bundles read only those).
+    write_json_atomic(os.path.join(out_dir, "scores.json"), {"meta": meta, "scores": scores})
     return {"scores": scores, "table": table, "report_dir": out_dir, "report": report,
             "decoded": decoded, "per_image": per_image, "meta": meta}
 
@@ -340,7 +340,7 @@ def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta) -> str
         shutil.copyfile(loss_png, os.path.join(out_dir, "loss.png"))
         sections += ["## Loss curves", "", "![loss](loss.png)", ""]
     report = os.path.join(out_dir, "report.md")
-    with open(report, "w", encoding="utf-8") as fh:
+    with atomic_output(report) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write("\n".join(sections))
     return report
 
@@ -363,12 +363,12 @@ def compare_runs(run_dirs: list, out_dir: str = "runs/compare"):
     metrics = [m for m in TABLE_METRICS if any(m in r for r in rows)]
     columns = ["run"] + RUN_COLUMNS + ["split", "checkpoint", "beam"] + metrics
     table = format_table(rows, columns)
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir)
     md_path = os.path.join(out_dir, "comparison.md")
-    with open(md_path, "w", encoding="utf-8") as fh:
+    with atomic_output(md_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(table + "\n")
     csv_path = os.path.join(out_dir, "comparison.csv")
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

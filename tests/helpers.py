@@ -176,3 +176,18 @@ def run_precision_test(factory, inputs, path):
     _assert_mixed(loaded)
     np.testing.assert_allclose(loaded(inputs).numpy(), logits.numpy(), atol=1e-6)
     return loaded
+
+
+def tiny_patches_captioner(**decoding):
+    """An untrained ``Captioner`` built in memory: the weight-free ``patches`` backbone (96 px,
+    8 x 8 regions) and a tiny attention model; for tests of writers and loaders."""
+    from keras_captioning.captioner import Captioner
+    from keras_captioning.data.vocab import Vocabulary
+    from keras_captioning.features.backbones import build_backbone
+
+    backbone = build_backbone("patches", weights=None, image_size=96)
+    vocab = Vocabulary(["<pad>", "<unk>", "<start>", "<end>", "red", "circle", "square"])
+    model = tiny_captioner(vocab_size=len(vocab), feature_dim=backbone.output["grid"].shape[-1],
+                           num_regions=None, units=8)
+    return Captioner(model, backbone, vocab, 96, "grid", backbone_name="patches",
+                     **dict({"max_length": 5, "beam": 1}, **decoding))
