@@ -64,18 +64,6 @@ def load_model(run_dir: str, checkpoint: str = "best"):
     return read_checkpoint(path, compile=False)  # a damaged file is an error naming it
 
 
-def decode_features(model, features, beam: int, max_length: int, length_penalty: float = 0.0):
-    """Decodes a batch of features; returns (tokens (B, L), attention (B, L, R) or None)."""
-    from keras_captioning.decoding import beam_search, greedy_decode
-
-    if beam <= 1:
-        result = greedy_decode(model, features, max_length=max_length)
-        return np.asarray(result.tokens), result.attention
-    result = beam_search(model, features, max_length=max_length, beam_width=beam,
-                         length_penalty=length_penalty, num_return=1)  # (B, L): the best beam
-    return np.asarray(result.tokens), result.attention
-
-
 def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam: int,
                  max_length: int, batch_size: int = 64, length_penalty: float = 0.0) -> list:
     """Decodes every image of ``split``; returns one dict per image."""
@@ -101,18 +89,19 @@ def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam
 
 def _decode_batch(model, vocab, batch, beam: int, max_length: int, length_penalty: float) -> list:
     """One dict per image of an eval batch: id, tokens, caption, references, attention."""
+    from keras_captioning.decoding import decode_best, decode_captions
+
     out = []
-    tokens, attention = decode_features(model, batch["features"], beam, max_length, length_penalty)
+    result = decode_best(model, batch["features"], max_length, beam, length_penalty)
     ids = [x.decode("utf-8") for x in batch["image_id"].numpy()]
     refs = batch["references"].numpy()
-    for i, image_id in enumerate(ids):
-        row = [int(t) for t in tokens[i] if int(t) != vocab.pad_id]
+    for i, (image_id, row, caption) in enumerate(zip(ids, result.token_lists(), decode_captions(result, vocab))):
         out.append({
             "image_id": image_id,
             "tokens": row,
-            "caption": vocab.decode(row),
+            "caption": caption,
             "references": [r.decode("utf-8") for r in refs[i] if r],
-            "attention": None if attention is None else np.asarray(attention[i])[: len(row)],
+            "attention": None if result.attention is None else result.attention[i][: len(row)],
         })
     return out
 

@@ -77,6 +77,21 @@ def test_greedy_result_layout(model_and_features):
         assert result.attention is None
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_decode_best_is_greedy_or_the_top_beam_and_decode_captions_reads_it(model_and_features, beam):
+    from keras_captioning.data.vocab import Vocabulary
+    from keras_captioning.decoding import decode_best, decode_captions
+
+    model, features = model_and_features
+    got = decode_best(model, features, MAX_LEN, beam)
+    want = greedy_decode(model, features, MAX_LEN) if beam == 1 else beam_search(model, features, MAX_LEN, beam)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+    vocab = Vocabulary(["<pad>", "<unk>", "<start>", "<end>"] + [f"w{i}" for i in range(4, VOCAB)])
+    expected = [" ".join(f"w{t}" for t in row if t) for row in want.tokens]
+    assert decode_captions(got, vocab) == expected and any(expected)
+
+
 def test_beam_width_one_equals_greedy(model_and_features):
     model, features = model_and_features
     greedy = greedy_decode(model, features, MAX_LEN)
