@@ -191,3 +191,20 @@ def tiny_patches_captioner(**decoding):
                            num_regions=None, units=8)
     return Captioner(model, backbone, vocab, 96, "grid", backbone_name="patches",
                      **dict({"max_length": 5, "beam": 1}, **decoding))
+
+
+def copy_features(root, tmp_path):
+    """A private copy of ``root/features`` (e.g. the shared tiny run's) in ``tmp_path``."""
+    import shutil
+
+    dest = tmp_path / "features"
+    shutil.copytree(root / "features", dest)
+    return dest
+
+
+def first_shard(features, split="train"):
+    """``(path of the first shard of split, manifest)`` of a features folder."""
+    import json
+
+    manifest = json.loads((features / "manifest.json").read_text())
+    return features / manifest["shards"][split][0], manifest
