@@ -93,7 +93,7 @@ class RNNDecoder(keras.layers.Layer):
         self.attention_vector = attention_vector
         self.dropout = dropout
 
-    def build(self, tokens_shape=None, context_shape=None, state_shape=None):
+    def build(self, context_shape=None, tokens_shape=None, state_shape=None):
         """Create all weights for a context vector of shape (..., C).
 
         Keras passes the shapes of ``call``'s arguments by name; only the context's matters.
