@@ -27,11 +27,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 
 from keras_captioning import __version__
 from keras_captioning.errors import CaptioningError
-from keras_captioning.utils import utc_now
+from keras_captioning.utils import atomic_output, first_line, utc_now, write_json_atomic
 
 BUNDLE_FORMAT = "keras_captioning.bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -47,13 +46,18 @@ PREPROCESSING = {
 
 
 def save_bundle(captioner, out_dir: str) -> str:
-    """Writes ``captioner`` into ``out_dir`` (created; replaced atomically if it exists)."""
+    """Writes ``captioner`` into ``out_dir`` (created; an existing bundle there is replaced).
+
+    Everything is written into a temporary folder renamed to ``out_dir`` at the end; an
+    ``OSError`` (no space, a parent that is a file, read-only) is one CaptioningError naming
+    ``out_dir``, and leaves no partial folder.
+    """
     from keras_captioning.models.registry import model_type_for_feature
 
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".bundle-", dir=parent)
-    try:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise CaptioningError(f"{out_dir}: is a file; a bundle is a folder, choose a new name")
+    with atomic_output(out_dir) as tmp:
+        os.makedirs(tmp)
         captioner.model.save(os.path.join(tmp, MODEL_FILE), include_optimizer=False)
         captioner.vocab.save(os.path.join(tmp, VOCAB_FILE))
         weights_file = None
@@ -76,14 +80,9 @@ def save_bundle(captioner, out_dir: str) -> str:
             "source": info.get("source"),
             "scores": info.get("scores", {}),
         }
-        with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=1)
+        write_json_atomic(os.path.join(tmp, META_FILE), meta, indent=1)
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -106,22 +105,25 @@ def read_bundle_meta(bundle_dir: str) -> dict:
 
 def load_bundle(bundle_dir: str) -> dict:
     """Reads a bundle: the keyword arguments of ``Captioner(...)``."""
-    import keras
-
-    import keras_captioning.models  # noqa: F401  (registers the custom classes load_model needs)
     from keras_captioning.data.vocab import Vocabulary
     from keras_captioning.features.backbones import build_backbone
+    from keras_captioning.training.callbacks import read_checkpoint
 
     meta = read_bundle_meta(bundle_dir)
     spec = meta["backbone"]
     backbone = build_backbone(spec["name"], weights=None, image_size=spec["image_size"], alpha=spec.get("alpha"))
     if spec.get("weights"):
-        backbone.load_weights(os.path.join(bundle_dir, spec["weights"]))
+        path = os.path.join(bundle_dir, spec["weights"])
+        try:
+            backbone.load_weights(path)
+        except Exception as err:  # missing, truncated or another backbone's file
+            raise CaptioningError(f"{path}: cannot be loaded as the {spec['name']} backbone's weights "
+                                  f"({type(err).__name__}: {first_line(err, 200)}); save the bundle again") from None
     elif backbone.weights:
         raise CaptioningError(f"{bundle_dir}: backbone {spec['name']} has weights but the bundle holds none")
     decoding = meta["decoding"]
     return {
-        "model": keras.saving.load_model(os.path.join(bundle_dir, MODEL_FILE), compile=False),
+        "model": read_checkpoint(os.path.join(bundle_dir, MODEL_FILE), compile=False),  # damaged -> one line
         "backbone": backbone,
         "vocab": Vocabulary.load(os.path.join(bundle_dir, VOCAB_FILE)),
         "image_size": spec["image_size"],

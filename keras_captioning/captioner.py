@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 
 import numpy as np
 
 from keras_captioning.errors import CaptioningError
-from keras_captioning.utils import first_line as _first_line
+from keras_captioning.utils import Progress
 
 log = logging.getLogger(__name__)
 
@@ -104,22 +103,15 @@ class Captioner:
     def read_image(self, item) -> tuple:
         """A path, encoded bytes or an (H, W[, 3|4]) array -> (float32 (S, S, 3), display uint8 (H, W, 3)).
 
-        Files and bytes go through extraction's decoder (``features/images.py``); like
-        extraction, very large images and formats TensorFlow does not read (TIFF, WebP)
-        are decoded by PIL at most 2 S per side first. Raises CaptioningError naming the
-        file and what is wrong with it.
+        Files and bytes go through extraction's decoder (``features/images.py``'s
+        ``read_image``); like extraction, very large images and formats TensorFlow does not
+        read (TIFF, WebP) are decoded by PIL at most 2 S per side first. Raises
+        CaptioningError naming the file and what is wrong with it.
         """
-        import tensorflow as tf
+        from keras_captioning.features.images import read_image, resize_image
 
-        from keras_captioning.features.images import decode_image, read_image, resize_image
-
-        if isinstance(item, (str, os.PathLike)):
+        if isinstance(item, (str, os.PathLike, bytes, bytearray)):
             array = read_image(item, self.image_size)
-        elif isinstance(item, (bytes, bytearray)):
-            try:
-                array = decode_image(tf.constant(bytes(item))).numpy()
-            except tf.errors.OpError as err:
-                raise CaptioningError(f"image bytes: could not be decoded ({_first_line(err)})") from None
         else:
             array = np.asarray(item)
             if array.ndim == 2:
@@ -145,12 +137,9 @@ class Captioner:
 
     def decode(self, features, beam: int, max_length: int, length_penalty: float):
         """Features -> ``DecodeResult`` (B, L): greedy for beam 1, else the best beam."""
-        from keras_captioning.decoding import beam_search, greedy_decode
+        from keras_captioning.decoding import decode_best
 
-        if beam <= 1:
-            return greedy_decode(self.model, features, max_length=max_length)
-        return beam_search(self.model, features, max_length=max_length, beam_width=beam,
-                           length_penalty=length_penalty, num_return=1)
+        return decode_best(self.model, features, max_length, beam, length_penalty)
 
     def decoding_settings(self, beam=None, max_length=None, length_penalty=None) -> tuple:
         """``(beam, max_length, length_penalty)``: the captioner's defaults where None, each
@@ -180,12 +169,15 @@ class Captioner:
         ``caption`` None and ``error`` the reason. Decoding defaults (beam, max_length,
         length_penalty) are the captioner's when None.
         """
+        from keras_captioning.decoding import decode_captions
+
         if on_error not in ("raise", "report"):
             raise CaptioningError(f"on_error: expected 'raise' or 'report', got {on_error!r}")
         beam, steps, alpha = self.decoding_settings(beam, max_length, length_penalty)
         images = list(images)
         results = []
-        started = last = time.monotonic()
+        progress = Progress("caption", len(images), unit="images", emit=log.info, interval=PROGRESS_SECONDS,
+                            enabled=len(images) > batch_size)
         for start in range(0, len(images), batch_size):
             chunk = images[start: start + batch_size]
             rows, pixels = [], []
@@ -204,21 +196,16 @@ class Captioner:
                 import tensorflow as tf
 
                 result = self.decode(self.encode(tf.stack(pixels)), beam, steps, alpha)
-                good = iter(range(len(pixels)))
+                good = iter(zip(range(len(pixels)), result.token_lists(), decode_captions(result, self.vocab)))
                 for row in rows:
                     if row["error"] is None:
-                        row.update(self._describe(result, next(good)))
+                        row.update(self._describe(result, *next(good)))
             results.extend(rows)
-            now = time.monotonic()
-            if len(images) > batch_size and (now - last >= PROGRESS_SECONDS or len(results) == len(images)):
-                last = now
-                log.info("caption: %d/%d images (%.1f images/s)", len(results), len(images),
-                         len(results) / max(now - started, 1e-9))
+            progress.update(len(results))
         return results
 
-    def _describe(self, result, i: int) -> dict:
-        ids = [int(t) for t in result.tokens[i] if int(t) != self.vocab.pad_id]
-        caption = self.vocab.decode(ids)
+    @staticmethod
+    def _describe(result, i: int, ids: list, caption: str) -> dict:
         attention = None if result.attention is None else np.asarray(result.attention[i])[: len(ids)]
         return {"caption": caption, "words": caption.split(), "tokens": ids,
                 "score": float(result.scores[i]), "attention": attention}

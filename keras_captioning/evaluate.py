@@ -27,6 +27,7 @@ import numpy as np
 
 from keras_captioning.errors import CaptioningError
 from keras_captioning.run_directory import RunDirectory
+from keras_captioning.utils import atomic_output, make_dirs, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +64,6 @@ def load_model(run_dir: str, checkpoint: str = "best"):
     return read_checkpoint(path, compile=False)  # a damaged file is an error naming it
 
 
-def decode_features(model, features, beam: int, max_length: int, length_penalty: float = 0.0):
-    """Decodes a batch of features; returns (tokens (B, L), attention (B, L, R) or None)."""
-    from keras_captioning.decoding import beam_search, greedy_decode
-
-    if beam <= 1:
-        result = greedy_decode(model, features, max_length=max_length)
-        return np.asarray(result.tokens), result.attention
-    result = beam_search(model, features, max_length=max_length, beam_width=beam,
-                         length_penalty=length_penalty, num_return=1)  # (B, L): the best beam
-    return np.asarray(result.tokens), result.attention
-
-
 def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam: int,
                  max_length: int, batch_size: int = 64, length_penalty: float = 0.0) -> list:
     """Decodes every image of ``split``; returns one dict per image."""
@@ -102,18 +91,19 @@ def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam
 
 def _decode_batch(model, vocab, batch, beam: int, max_length: int, length_penalty: float) -> list:
     """One dict per image of an eval batch: id, tokens, caption, references, attention."""
+    from keras_captioning.decoding import decode_best, decode_captions
+
     out = []
-    tokens, attention = decode_features(model, batch["features"], beam, max_length, length_penalty)
+    result = decode_best(model, batch["features"], max_length, beam, length_penalty)
     ids = [x.decode("utf-8") for x in batch["image_id"].numpy()]
     refs = batch["references"].numpy()
-    for i, image_id in enumerate(ids):
-        row = [int(t) for t in tokens[i] if int(t) != vocab.pad_id]
+    for i, (image_id, row, caption) in enumerate(zip(ids, result.token_lists(), decode_captions(result, vocab))):
         out.append({
             "image_id": image_id,
             "tokens": row,
-            "caption": vocab.decode(row),
+            "caption": caption,
             "references": [r.decode("utf-8") for r in refs[i] if r],
-            "attention": None if attention is None else np.asarray(attention[i])[: len(row)],
+            "attention": None if result.attention is None else result.attention[i][: len(row)],
         })
     return out
 
@@ -290,10 +280,9 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,
                            cfg.eval.batch_size, length_penalty)
 
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir)
     predictions = [{"image_id": _id_for_json(d["image_id"]), "caption": d["caption"]} for d in decoded]
-    with open(os.path.join(out_dir, "predictions.json"), "w", encoding="utf-8") as fh:
-        json.dump(predictions, fh, indent=1)
+    write_json_atomic(os.path.join(out_dir, "predictions.json"), predictions, indent=1)
 
     gts = {d["image_id"]: d["references"] for d in decoded}
     res = {d["image_id"]: [d["caption"]] for d in decoded}
@@ -310,15 +299,15 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     scores.update(kc_metrics.diversity_scores(res, gts, _train_captions(cfg)))  # how varied the captions are
     meta = {**describe_run(cfg, manifest), "split": split, "beam": beam, "length_penalty": length_penalty,
             "num_images": len(decoded), "checkpoint": checkpoint, "unavailable": unavailable}
-    with open(os.path.join(out_dir, "scores.json"), "w", encoding="utf-8") as fh:
-        json.dump({"meta": meta, "scores": scores}, fh, indent=2)
-    with open(os.path.join(out_dir, "per_image.json"), "w", encoding="utf-8") as fh:
-        json.dump([{"image_id": d["image_id"], "caption": d["caption"], "references": d["references"],
-                    "scores": per_image.get(d["image_id"], {})} for d in decoded], fh, indent=1)
+    write_json_atomic(os.path.join(out_dir, "per_image.json"), [
+        {"image_id": d["image_id"], "caption": d["caption"], "references": d["references"],
+         "scores": per_image.get(d["image_id"], {})} for d in decoded], indent=1)
 
     columns = RUN_COLUMNS + [m for m in TABLE_METRICS + list(kc_metrics.DIVERSITY_COLUMNS) if m in scores]
     table = format_table([{**meta, **scores}], columns)
     report = _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta)
+    # Last: scores.json marks the report complete (compare and bundles read only those).
+    write_json_atomic(os.path.join(out_dir, "scores.json"), {"meta": meta, "scores": scores})
     return {"scores": scores, "table": table, "report_dir": out_dir, "report": report,
             "decoded": decoded, "per_image": per_image, "meta": meta}
 
@@ -376,7 +365,7 @@ def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta) -> str
         shutil.copyfile(loss_png, os.path.join(out_dir, "loss.png"))
         sections += ["## Loss curves", "", "![loss](loss.png)", ""]
     report = os.path.join(out_dir, "report.md")
-    with open(report, "w", encoding="utf-8") as fh:
+    with atomic_output(report) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write("\n".join(sections))
     return report
 
@@ -401,12 +390,12 @@ def compare_runs(run_dirs: list, out_dir: str = "runs/compare"):
     metrics = [m for m in TABLE_METRICS + list(DIVERSITY_COLUMNS) if any(m in r for r in rows)]
     columns = ["run"] + RUN_COLUMNS + ["split", "checkpoint", "beam"] + metrics
     table = format_table(rows, columns)
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir)
     md_path = os.path.join(out_dir, "comparison.md")
-    with open(md_path, "w", encoding="utf-8") as fh:
+    with atomic_output(md_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(table + "\n")
     csv_path = os.path.join(out_dir, "comparison.csv")
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

@@ -18,9 +18,9 @@ import html
 import logging
 import os
 import re
-import time
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.utils import Progress, atomic_output, make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,11 @@ def write_gallery(results: list, out_dir: str, title: str = "Captions", settings
     """
     from PIL import Image
 
-    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+    make_dirs(os.path.join(out_dir, "images"))
     entries, failed = [], []
-    started = last = time.monotonic()
+    progress = Progress("gallery", len(results), unit="images", emit=log.info, interval=PROGRESS_SECONDS)
     for index, res in enumerate(results):
+        progress.update(index)
         name = res.get("source") or f"image-{index}"
         if res.get("error"):
             reason = res["error"]
@@ -90,28 +91,24 @@ def write_gallery(results: list, out_dir: str, title: str = "Captions", settings
         thumb = Image.fromarray(res["image"])
         thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
         image_file = f"images/{stem}.jpg"
-        thumb.save(os.path.join(out_dir, image_file), quality=90)
+        with atomic_output(os.path.join(out_dir, image_file), suffix=".jpg") as tmp:
+            thumb.save(tmp, quality=90)
         attention_file = None
         if res.get("attention") is not None:
             from keras_captioning.viz import plot_attention
 
-            os.makedirs(os.path.join(out_dir, "attention"), exist_ok=True)
+            make_dirs(os.path.join(out_dir, "attention"))
             attention_file = f"attention/{stem}.png"
             plot_attention(res["image"], res["words"], res["attention"], os.path.join(out_dir, attention_file),
                            title=res["caption"])
         entries.append({"source": name, "caption": res["caption"], "score": res.get("score"),
                         "words": len(res.get("words") or []), "image": image_file, "attention": attention_file})
-        now = time.monotonic()
-        if now - last >= PROGRESS_SECONDS:
-            last = now
-            log.info("gallery: %d/%d images written (%.1f/s)", index + 1, len(results),
-                     (index + 1) / max(now - started, 1e-9))
     html_path = os.path.join(out_dir, "index.html")
     md_path = os.path.join(out_dir, "gallery.md")
-    with open(html_path, "w", encoding="utf-8") as fh:
-        fh.write(_html(entries, failed, title, settings))
-    with open(md_path, "w", encoding="utf-8") as fh:
-        fh.write(_markdown(entries, failed, title, settings))
+    for path, text in ((html_path, _html(entries, failed, title, settings)),
+                       (md_path, _markdown(entries, failed, title, settings))):
+        with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
     return {"html": html_path, "markdown": md_path, "captioned": len(entries), "failed": len(failed)}
 
 

@@ -42,10 +42,26 @@ def atomic_output(path: str | os.PathLike, suffix: str = ""):
         os.replace(tmp, path)
     except OSError as err:
         _remove_quietly(tmp)
-        raise CaptioningError(f"{path}: cannot write it ({err.strerror or first_line(err)})") from None
+        raise _cannot_write(path, err) from None
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _cannot_write(path: str, err: OSError) -> CaptioningError:
+    return CaptioningError(f"{path}: cannot write it ({err.strerror or first_line(err)})")
+
+
+def make_dirs(path: str | os.PathLike) -> str:
+    """``os.makedirs(path, exist_ok=True)``; an ``OSError`` is one CaptioningError naming ``path``."""
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise CaptioningError(f"{path}: is a file, not a folder") from None
+    except OSError as err:
+        raise _cannot_write(path, err) from None
+    return path
 
 
 def _remove_quietly(path: str) -> None:
@@ -58,12 +74,12 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict, indent: int = 2) -> None:
+def write_json_atomic(path: str | os.PathLike, payload: dict | list, indent: int = 2) -> None:
     """Writes ``payload`` to ``path`` through ``atomic_output``.
 
-    Keys starting with ``_`` are in-memory bookkeeping and are not written.
+    A dict's keys starting with ``_`` are in-memory bookkeeping and are not written.
     """
-    data = {k: v for k, v in payload.items() if not str(k).startswith("_")}
+    data = {k: v for k, v in payload.items() if not str(k).startswith("_")} if isinstance(payload, dict) else payload
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=indent)
         fh.flush()

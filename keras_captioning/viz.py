@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from keras_captioning.utils import atomic_output  # noqa: E402
+
+
+def _save(fig, out_path: str, dpi: int) -> str:
+    """Writes and closes ``fig`` (format from the file's ending) through ``atomic_output``."""
+    try:
+        with atomic_output(out_path, suffix=os.path.splitext(out_path)[1]) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return out_path
 
 
 def plot_loss_curves(csv_path: str, out_path: str, title: str | None = None) -> str | None:
@@ -44,9 +57,7 @@ def plot_loss_curves(csv_path: str, out_path: str, title: str | None = None) -> 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path, 110)
 
 
 def _upsample(weights: np.ndarray, grid: int, size: tuple) -> np.ndarray:
@@ -87,9 +98,7 @@ def plot_attention(image: np.ndarray, words: list, attention: np.ndarray, out_pa
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path, 100)
 
 
 def plot_panel(examples: list, out_path: str, title: str) -> str:
@@ -127,6 +136,4 @@ def plot_panel(examples: list, out_path: str, title: str) -> str:
                 ax_m.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path, 100)

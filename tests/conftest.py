@@ -28,6 +28,12 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture
+def root(tiny_run):
+    """The tiny run's folder: ``data/``, ``features/`` and ``run/`` (read only; copy to change)."""
+    return tiny_run.root
+
+
+@pytest.fixture
 def copy_run(tiny_run, tmp_path):
     """A private copy of the tiny run's folder (the shared one stays untouched)."""
     target = tmp_path / "run-copy"

@@ -4,6 +4,7 @@ gallery page (optionally rendered by a headless chromium)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -16,8 +17,9 @@ from PIL import Image
 from keras_captioning.captioner import Captioner
 from keras_captioning.cli import main
 from keras_captioning.data.vocab import Vocabulary
+from keras_captioning.errors import CaptioningError
 from keras_captioning.features.backbones import build_backbone
-from keras_captioning.models import AttentionCaptioner
+from tests.helpers import tiny_captioner, tiny_patches_captioner
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def test_bundle_keeps_random_backbone_weights(tmp_path):
     backbone = build_backbone("mobilenet", weights=None, image_size=64, alpha=0.25)  # 2 x 2 regions
     dim = backbone.output["grid"].shape[-1]
     vocab = Vocabulary(["<pad>", "<unk>", "<start>", "<end>", "red", "circle", "square"])
-    model = AttentionCaptioner(len(vocab), feature_dim=dim, embedding_dim=8, units=8, attention_units=8)
+    model = tiny_captioner(vocab_size=len(vocab), feature_dim=dim, num_regions=None, units=8)
     captioner = Captioner(model, backbone, vocab, 64, "grid", max_length=5, beam=1, backbone_name="mobilenet",
                           alpha=0.25)
     images = [np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8) for i in range(3)]
@@ -128,3 +130,42 @@ def test_gallery_in_a_headless_browser(run, folder, tmp_path, capsys):
     assert pixels.std() > 10  # rendered content (images, text), not a blank page
     if os.environ.get("KC_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["KC_KEEP_SCREENSHOT"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "missing"])
+def test_bundle_with_a_damaged_model_file_is_one_error_line(tmp_path, damage, capsys):
+    bundle = tmp_path / "bundle"
+    tiny_patches_captioner().save(str(bundle))
+    model_file = bundle / "model.keras"
+    if damage == "truncated":
+        model_file.write_bytes(model_file.read_bytes()[:1000])
+    elif damage == "foreign":  # a complete zip that is not a Keras model
+        import zipfile
+
+        model_file.unlink()
+        with zipfile.ZipFile(model_file, "w") as zf:
+            zf.writestr("notes.txt", "not a model")
+    else:
+        model_file.unlink()
+    with pytest.raises(CaptioningError, match="^" + re.escape(f"{model_file}: ")):
+        Captioner.load(str(bundle))
+    image = tmp_path / "red.png"
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(image)
+    assert main(["caption", "--bundle", str(bundle), str(image)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and err.startswith(f"error: {model_file}: "), err
+
+
+def test_gallery_and_figures_below_a_file_are_one_line(tmp_path):
+    from keras_captioning.gallery import write_gallery
+    from keras_captioning.viz import plot_attention
+
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    results = tiny_patches_captioner().caption([np.zeros((20, 30, 3), np.uint8)])
+    with pytest.raises(CaptioningError, match="^" + re.escape(f"{taken / 'g' / 'images'}: cannot write it (")):
+        write_gallery(results, str(taken / "g"))
+    with pytest.raises(CaptioningError, match="^" + re.escape(f"{taken / 'a.png'}: cannot write it (")):
+        plot_attention(results[0]["image"], ["x"], np.ones((1, 64)) / 64,
+                       str(taken / "a.png"))
+    assert taken.read_text() == "a file" and sorted(os.listdir(tmp_path)) == ["taken"]

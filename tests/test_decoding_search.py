@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from keras_captioning.decoding import DecodeResult, _common, beam_search, greedy_decode, sample_decode
 from keras_captioning.errors import CaptioningError
-from keras_captioning.models import AttentionCaptioner, build_merge_captioner
+from keras_captioning.models import AttentionCaptioner
+from tests.helpers import tiny_captioner
 
 VOCAB, REGIONS, DIM, MAX_LEN = 20, 4, 8, 8
 PAD, START, END = 0, 2, 3
@@ -51,9 +52,9 @@ def make(kind, seed=0):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     if kind == "merge":
-        model = build_merge_captioner(VOCAB, feature_dim=DIM, embedding_dim=8, units=16, dropout=0.0)
+        model = tiny_captioner("merge", vocab_size=VOCAB, feature_dim=DIM)
         return model, rng.normal(size=(4, DIM)).astype(np.float32) * 3
-    model = AttentionCaptioner(VOCAB, feature_dim=DIM, embedding_dim=8, units=16, attention_units=8)
+    model = tiny_captioner(vocab_size=VOCAB, feature_dim=DIM, num_regions=None)
     return model, rng.normal(size=(4, REGIONS, DIM)).astype(np.float32) * 3
 
 
@@ -74,6 +75,21 @@ def test_greedy_result_layout(model_and_features):
         assert result.attention.shape == (4, MAX_LEN, REGIONS)
     else:
         assert result.attention is None
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_decode_best_is_greedy_or_the_top_beam_and_decode_captions_reads_it(model_and_features, beam):
+    from keras_captioning.data.vocab import Vocabulary
+    from keras_captioning.decoding import decode_best, decode_captions
+
+    model, features = model_and_features
+    got = decode_best(model, features, MAX_LEN, beam)
+    want = greedy_decode(model, features, MAX_LEN) if beam == 1 else beam_search(model, features, MAX_LEN, beam)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+    vocab = Vocabulary(["<pad>", "<unk>", "<start>", "<end>"] + [f"w{i}" for i in range(4, VOCAB)])
+    expected = [" ".join(f"w{t}" for t in row if t) for row in want.tokens]
+    assert decode_captions(got, vocab) == expected and any(expected)
 
 
 def test_beam_width_one_equals_greedy(model_and_features):

@@ -1,8 +1,11 @@
 """Export: SavedModel (greedy and beam) and LiteRT of both smoke models, reloaded in a Python
-that cannot import keras_captioning, give exactly ``Captioner.caption``'s captions."""
+that cannot import keras_captioning, give exactly ``Captioner.caption``'s captions; and an
+``--out`` the file system refuses ends in one error line, leaving nothing half-written."""
 
+import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -12,14 +15,15 @@ import pytest
 from PIL import Image
 
 from keras_captioning.captioner import Captioner
+from keras_captioning.cli import main
+from keras_captioning.errors import CaptioningError
 from keras_captioning.export.litert import export_litert
 from keras_captioning.export.saved_model import export_saved_model
 from keras_captioning.training.trainer import train
-from tests.helpers import smoke_config
+from tests.helpers import smoke_config, tiny_patches_captioner
 
-# Two trained smoke runs, exported four ways and reloaded in subprocesses: about a minute on
-# 2 cores, so these run with the slow tests (CI runs those too).
-pytestmark = pytest.mark.slow
+# The parity tests: two trained smoke runs, exported four ways and reloaded in subprocesses:
+# about a minute on 2 cores, so they run with the slow tests (CI runs those too).
 
 MAX_LENGTH = 10
 BEAMS = (1, 3)
@@ -62,6 +66,52 @@ json.dump(out, open(sys.argv[3], "w"))
 
 
 @pytest.fixture(scope="module")
+def captioner():
+    return tiny_patches_captioner()
+
+
+def test_export_out_naming_an_existing_file(captioner, tmp_path, copy_run, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    with pytest.raises(CaptioningError, match="^" + re.escape(f"{taken}: is a file; --out names the folder")):
+        export_saved_model(captioner, str(taken))
+    assert main(["export", "--run", copy_run, "--out", str(taken)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {taken}: is a file; --out names the folder to create for the SavedModel"]
+    with pytest.raises(CaptioningError, match="^" + re.escape(f"{taken}: exists; choose a new file name")):
+        export_litert(captioner, str(taken))
+    assert taken.read_text() == "a file"
+
+
+@pytest.mark.parametrize("kind", ["saved_model", "litert", "bundle"])
+def test_export_below_a_file_is_one_line(captioner, tmp_path, kind):
+    """A parent that is a file (NotADirectoryError): one CaptioningError naming the path."""
+    (tmp_path / "taken").write_text("a file")
+    out = tmp_path / "taken" / ("x.tflite" if kind == "litert" else "x")
+    write = {"saved_model": export_saved_model, "litert": export_litert,
+             "bundle": lambda c, o: c.save(o)}[kind]
+    with pytest.raises(CaptioningError) as caught:
+        write(captioner, str(out))
+    message = str(caught.value)
+    assert "\n" not in message and ("a directory" in message or "not a folder" in message), message
+    assert message.startswith((f"{out}: cannot write it (", f"{out.parent}: is a file, not a folder")), message
+
+
+def test_saved_model_on_a_full_disk_leaves_no_folder(captioner, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", full)
+    out = tmp_path / "sm"
+    message = "^" + re.escape(f"{out}: cannot write it (No space left on device)") + "$"
+    with pytest.raises(CaptioningError, match=message):
+        export_saved_model(captioner, str(out))
+    assert os.listdir(tmp_path) == []  # neither the folder nor its temporary
+
+
+@pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Both smoke models trained, exported (4 SavedModels, 2 LiteRT files) and run in isolation."""
     root = tmp_path_factory.mktemp("export")
@@ -97,6 +147,7 @@ def exported(tmp_path_factory):
     return captioners, images, json.loads((root / "out.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["attention", "merge"])
 @pytest.mark.parametrize("beam", BEAMS)
 def test_saved_model_matches_captioner(exported, model, beam):
@@ -115,6 +166,7 @@ def test_saved_model_matches_captioner(exported, model, beam):
         assert "attention" not in got["signature"]["outputs"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["attention", "merge"])
 def test_litert_greedy_matches_saved_model(exported, model):
     _, _, outputs = exported
@@ -125,6 +177,7 @@ def test_litert_greedy_matches_saved_model(exported, model):
     assert ("attention" in lite) == (model == "attention")
 
 
+@pytest.mark.slow
 def test_captions_are_not_all_the_same(exported):
     """The parity above would be weak if every image got one caption; the scores at least differ."""
     _, _, outputs = exported

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_captioning.models.attention_captioner import AttentionCaptioner
+from tests.helpers import tiny_captioner
 
 SIZES = dict(vocab_size=30, feature_dim=12, num_regions=5, embedding_dim=8, units=16, attention_units=10)
 
@@ -14,8 +14,8 @@ SIZES = dict(vocab_size=30, feature_dim=12, num_regions=5, embedding_dim=8, unit
 def _pair(**options):
     """The same weights twice: fused loop, and automatic differentiation of tf.scan."""
     keras.utils.set_random_seed(1)
-    fused = AttentionCaptioner(fused_backward=True, **SIZES, **options)
-    autodiff = AttentionCaptioner(fused_backward=False, **SIZES, **options)
+    fused = tiny_captioner(fused_backward=True, **SIZES, **options)
+    autodiff = tiny_captioner(fused_backward=False, **SIZES, **options)
     autodiff.set_weights(fused.get_weights())
     return fused, autodiff
 
@@ -71,6 +71,29 @@ def test_same_loss_and_gradients_as_automatic_differentiation(options, dynamic):
     assert set(v.path for v in fused.trainable_variables) - set(learning) == {"attention/V/bias"}
 
 
+@pytest.mark.parametrize("init_state", ["zeros", "features"])
+def test_each_step_is_a_keras_gru_cell_with_the_same_weights(init_state):
+    """The fused loop's step against ``keras.layers.GRUCell``: attention on h_{t-1} (the model's
+    own BahdanauAttention layer), then a fresh Keras GRUCell given the decoder cell's weights
+    on ``[c_t; E w_{t-1}]``; every step's hidden state and context agree."""
+    fused, _ = _pair(init_state=init_state)
+    features, tokens, _ = _batch()
+    hiddens, contexts, weights = fused._run_decoder(features, tokens, False)
+
+    cell = keras.layers.GRUCell(SIZES["units"], reset_after=True)
+    cell.build((None, 2 * SIZES["embedding_dim"]))
+    cell.set_weights([w.numpy() for w in fused.decoder.cell.weights])
+    (encoded, keys), state = fused.init_decode(features)
+    embedded = fused.decoder.embedding(tokens)
+    h = state[0]
+    for t in range(tokens.shape[1]):
+        context, alpha = fused.attention(keys, encoded, h)
+        h, _ = cell(tf.concat([context, embedded[:, t]], axis=-1), [h])
+        np.testing.assert_allclose(hiddens[:, t].numpy(), h.numpy(), rtol=1e-5, atol=1e-6, err_msg=f"h_{t + 1}")
+        np.testing.assert_allclose(contexts[:, t].numpy(), context.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(weights[:, t].numpy(), alpha.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_same_outputs_as_the_autodiff_loop():
     fused, autodiff = _pair(init_state="features")
     features, tokens, _ = _batch()
@@ -99,7 +122,7 @@ def test_mixed_float16_gradients_match_float32():
     keras.config.set_dtype_policy("mixed_float16")
     try:
         keras.utils.set_random_seed(1)
-        half = AttentionCaptioner(fused_backward=True, init_state="features", attention_reg=0.5, **SIZES)
+        half = tiny_captioner(fused_backward=True, init_state="features", attention_reg=0.5, **SIZES)
     finally:
         keras.config.set_dtype_policy(previous)
     half.set_weights(fused.get_weights())
@@ -110,11 +133,11 @@ def test_mixed_float16_gradients_match_float32():
 
 
 def test_the_switch_survives_a_keras_round_trip(tmp_path):
-    model = AttentionCaptioner(fused_backward=False, **SIZES)
+    model = tiny_captioner(fused_backward=False, **SIZES)
     path = tmp_path / "model.keras"
     model.save(path)
     assert keras.saving.load_model(path).fused_backward is False
-    config = AttentionCaptioner(**SIZES).get_config()
+    config = tiny_captioner(**SIZES).get_config()
     assert config["fused_backward"] is True
     config.pop("fused_backward")  # a model saved before the switch existed
-    assert AttentionCaptioner.from_config(config).fused_backward is True
+    assert type(model).from_config(config).fused_backward is True

@@ -30,12 +30,18 @@ def _photos(tmp_path):
 
 
 @pytest.mark.parametrize("size", [64, 96])
-def test_captioner_input_equals_extractor_input(tmp_path, size):
+@pytest.mark.parametrize("large", [False, True], ids=["normal", "large-image-path"])
+def test_captioner_input_equals_extractor_input(tmp_path, size, large, monkeypatch):
+    """Files and their bytes give the captioner the extractor's pixels, TIFF and large images included."""
+    from keras_captioning.features import images
+
+    if large:  # every image takes the large-image (PIL, at most 2 S per side) path
+        monkeypatch.setattr(images, "LARGE_IMAGE_PIXELS", 100)
     paths = _photos(tmp_path)
     names = sorted(paths)
     runner = _FeatureRunner(model=None, image_size=size, dtype="float32", batch_size=len(names))
     checks = [check_image(paths[n]) for n in names]
-    assert [c.use_pil for c in checks] == [n.endswith(".tiff") for n in names]  # both decoder paths
+    assert [c.use_pil for c in checks] == [large or n.endswith(".tiff") for n in names]  # both decoder paths
     (indices, extracted), = list(runner.images(range(len(names)), [paths[n] for n in names],
                                                [c.use_pil for c in checks]))
     assert sorted(indices.numpy().tolist()) == list(range(len(names)))
@@ -43,6 +49,9 @@ def test_captioner_input_equals_extractor_input(tmp_path, size):
     for index, image in zip(indices.numpy(), extracted.numpy()):
         pixels, _ = captioner.read_image(paths[names[index]])
         np.testing.assert_allclose(pixels.numpy(), image, rtol=0, atol=1e-6, err_msg=names[index])
+        with open(paths[names[index]], "rb") as fh:
+            from_bytes, _ = captioner.read_image(fh.read())
+        np.testing.assert_allclose(from_bytes.numpy(), image, rtol=0, atol=1e-6, err_msg=f"{names[index]} bytes")
 
 
 def test_caption_cli_equals_evaluate_predictions(tiny_run, copy_run, capsys):

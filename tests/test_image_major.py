@@ -8,18 +8,15 @@ import tensorflow as tf
 
 from keras_captioning.data.pipeline import make_train_dataset
 from keras_captioning.errors import CaptioningError
-from keras_captioning.models.attention_captioner import AttentionCaptioner
-from keras_captioning.models.merge_captioner import build_merge_captioner
-from tests.helpers import caption_pairs
+from tests.helpers import caption_pairs, tiny_captioner
 
 
 def _model(kind):
     keras.utils.set_random_seed(3)
     if kind == "merge":
-        return build_merge_captioner(vocab_size=30, feature_dim=6, embedding_dim=8, units=8, dropout=0.0)
-    return AttentionCaptioner(vocab_size=30, feature_dim=6, num_regions=4, embedding_dim=8, units=8,
-                              attention_units=8, init_state="features", attention_reg=0.5,
-                              rnn="gru" if kind == "attention-gru" else "lstm")
+        return tiny_captioner("merge", vocab_size=30, feature_dim=6, units=8)
+    return tiny_captioner(vocab_size=30, feature_dim=6, units=8, init_state="features", attention_reg=0.5,
+                          rnn="gru" if kind == "attention-gru" else "lstm")
 
 
 def _loss_and_grads(model, batch):

@@ -4,7 +4,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_captioning.decoding import greedy_decode
 from keras_captioning.errors import CaptioningError
 from keras_captioning.models import (
     AttentionCaptioner,
@@ -13,34 +12,28 @@ from keras_captioning.models import (
     CNNEncoder,
     MergeCaptioner,
     RNNDecoder,
-    build_merge_captioner,
+)
+from tests.helpers import (
+    TINY,
+    run_layer_test,
+    run_model_saving_test,
+    run_precision_test,
+    tiny_captioner,
+    tiny_inputs,
 )
 
-VOCAB, REGIONS, DIM, BATCH, STEPS = 20, 4, 8, 3, 5
+VOCAB, REGIONS, DIM, BATCH, STEPS = TINY["vocab_size"], TINY["num_regions"], TINY["feature_dim"], 3, 5
 
 
 def make_attention(**overrides):
-    kwargs = dict(
-        vocab_size=VOCAB, feature_dim=DIM, num_regions=REGIONS, embedding_dim=8, units=16, attention_units=8
-    )
-    kwargs.update(overrides)
-    return AttentionCaptioner(**kwargs)
+    return tiny_captioner("attention", **overrides)
 
 
 def make_merge(**overrides):
-    kwargs = dict(vocab_size=VOCAB, feature_dim=DIM, embedding_dim=8, units=16, dropout=0.2)
-    kwargs.update(overrides)
-    return build_merge_captioner(**kwargs)
+    return tiny_captioner("merge", **dict({"dropout": 0.2}, **overrides))
 
 
-def make_inputs(kind, seed=0):
-    rng = np.random.default_rng(seed)
-    shape = (BATCH, REGIONS, DIM) if kind == "attention" else (BATCH, DIM)
-    features = rng.normal(size=shape).astype(np.float32)
-    tokens = rng.integers(4, VOCAB, size=(BATCH, STEPS)).astype(np.int32)
-    tokens[:, 0] = 2
-    tokens[0, 3:] = 0  # a padded row
-    return {"features": features, "tokens": tokens}
+make_inputs = tiny_inputs
 
 
 MODELS = {
@@ -85,20 +78,13 @@ def test_decode_steps_reproduce_teacher_forced_logits(model_and_inputs):
 
 def test_keras_round_trip(model_and_inputs, tmp_path):
     model, inputs = model_and_inputs
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is type(model)
-    assert loaded.get_config() == model.get_config()
-    np.testing.assert_array_equal(loaded(inputs).numpy(), model(inputs).numpy())
-    # The custom methods survive: same decodes, and train_step still works.
-    a, b = greedy_decode(model, inputs["features"], 6), greedy_decode(loaded, inputs["features"], 6)
-    np.testing.assert_array_equal(a.tokens, b.tokens)
-    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
-    loaded.compile(optimizer=keras.optimizers.Adam(1e-3))
-    captions = np.concatenate([inputs["tokens"], np.full((BATCH, 1), 3, np.int32)], axis=1)
-    logs = loaded.train_on_batch({"features": inputs["features"], "captions": captions}, return_dict=True)
-    assert set(logs) == {"loss", "accuracy", "perplexity"}
+    run_model_saving_test(model, inputs, tmp_path / "model.keras")
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_mixed_float16_policy_survives_config_and_keras_file(kind, tmp_path):
+    inputs = make_inputs("merge" if kind == "merge" else "attention")
+    run_precision_test(MODELS[kind], inputs, tmp_path / "mixed.keras")
 
 
 def test_attention_weights_sum_to_one():
@@ -150,14 +136,23 @@ def test_encoder_accepts_grid():
     assert (out.numpy() >= 0).all()  # ReLU
 
 
-def test_layers_are_serializable():
-    for layer in (
-        CNNEncoder(8),
-        BahdanauAttention(8),
-        RNNDecoder(VOCAB, 8, 16, rnn="lstm", attention_vector=True),
-    ):
-        clone = layer.__class__.from_config(layer.get_config())
-        assert clone.get_config() == layer.get_config()
+def test_layers():
+    rng = np.random.default_rng(0)
+    grid = rng.normal(size=(2, REGIONS, DIM)).astype(np.float32)
+    run_layer_test(CNNEncoder, {"embedding_dim": 8}, (grid,), [(2, REGIONS, 8)])
+    keys = rng.normal(size=(2, REGIONS, 8)).astype(np.float32)
+    hidden = rng.normal(size=(2, 16)).astype(np.float32)
+    run_layer_test(BahdanauAttention, {"units": 8}, (keys, grid, hidden), [(2, DIM), (2, REGIONS)])
+    tokens = np.array([2, 5], np.int32)
+    context = rng.normal(size=(2, DIM)).astype(np.float32)
+    for rnn, states in (("gru", 1), ("lstm", 2)):
+        state = [np.zeros((2, 16), np.float32)] * states
+        run_layer_test(
+            RNNDecoder,
+            {"vocab_size": VOCAB, "embedding_dim": 8, "units": 16, "rnn": rnn, "attention_vector": rnn == "lstm"},
+            (tokens, context, state),
+            [(2, VOCAB)] + [(2, 16)] * states,
+        )
 
 
 def test_bad_arguments_raise_captioning_error():

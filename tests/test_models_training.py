@@ -12,22 +12,18 @@ import pytest
 import tensorflow as tf
 
 from keras_captioning.decoding import greedy_decode
-from keras_captioning.models import AttentionCaptioner, build_merge_captioner
+from keras_captioning.models import AttentionCaptioner
+from tests.helpers import tiny_captioner
 
 VOCAB, REGIONS, DIM = 20, 4, 8
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_model(kind, **overrides):
-    if kind == "merge":
-        kwargs = dict(vocab_size=VOCAB, feature_dim=DIM, embedding_dim=16, units=16, dropout=0.0)
-        kwargs.update(overrides)
-        return build_merge_captioner(**kwargs)
-    kwargs = dict(
-        vocab_size=VOCAB, feature_dim=DIM, num_regions=REGIONS, embedding_dim=16, units=16, attention_units=16
-    )
-    kwargs.update(overrides)
-    return AttentionCaptioner(**kwargs)
+    sizes = dict(vocab_size=VOCAB, feature_dim=DIM, embedding_dim=16, units=16)
+    if kind != "merge":
+        sizes.update(num_regions=REGIONS, attention_units=16)
+    return tiny_captioner(kind, **dict(sizes, **overrides))
 
 
 def make_data(kind, num_images=8, words=5, seed=0):
@@ -161,7 +157,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
     import keras
-    from keras_captioning.models import AttentionCaptioner, build_merge_captioner
+    from tests.helpers import tiny_captioner
 
     rng = np.random.default_rng(0)
     grid = rng.normal(size=(8, 4, 8)).astype("float32")
@@ -175,8 +171,8 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     def build(kind):
         keras.utils.set_random_seed(0)
         if kind == "merge":
-            return build_merge_captioner(20, feature_dim=8, embedding_dim=8, units=8, dropout=0.0)
-        return AttentionCaptioner(20, feature_dim=8, embedding_dim=8, units=8, attention_units=8, attention_reg=0.1)
+            return tiny_captioner("merge", units=8)
+        return tiny_captioner(num_regions=None, units=8, attention_reg=0.1)
 
     def train(model, features):
         model.compile(optimizer=keras.optimizers.SGD(0.5))

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 from keras_captioning.errors import CaptioningError
-from keras_captioning.models import AttentionCaptioner, build_merge_captioner
+from keras_captioning.models import AttentionCaptioner
 from keras_captioning.training.scst import SCSTTrainer
-from tests.helpers import SMOKE, smoke_config, smoke_overrides, subprocess_env
+from tests.helpers import SMOKE, smoke_config, smoke_overrides, subprocess_env, tiny_captioner
 
 VOCAB, END = 12, 3
 
@@ -40,11 +40,7 @@ class LengthReward:
 
 def _captioner(kind="attention"):
     keras.utils.set_random_seed(3)
-    if kind == "merge":
-        model = build_merge_captioner(vocab_size=VOCAB, feature_dim=6, embedding_dim=8, units=8, dropout=0.0)
-    else:
-        model = AttentionCaptioner(vocab_size=VOCAB, feature_dim=6, num_regions=4, embedding_dim=8, units=8,
-                                   attention_units=8)
+    model = tiny_captioner(kind, vocab_size=VOCAB, feature_dim=6, units=8)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     return model
 
@@ -113,8 +109,7 @@ def test_dropout_option_runs_the_policy_gradient_pass_in_training_mode():
     # mode); the step still repeats exactly under a fixed seed, and differs from the default.
     def step(dropout):
         keras.utils.set_random_seed(3)
-        model = AttentionCaptioner(vocab_size=VOCAB, feature_dim=6, num_regions=4, embedding_dim=8, units=8,
-                                   attention_units=8, dropout=0.5)
+        model = tiny_captioner(vocab_size=VOCAB, feature_dim=6, units=8, dropout=0.5)
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
         grads, values = _trainer(model, LengthReward(), baseline="mean", dropout=dropout).compute_gradients(_batch())
         grads = [tf.convert_to_tensor(g).numpy() for g in grads if g is not None]  # embedding: IndexedSlices

@@ -11,8 +11,10 @@ emitted and scores are log-probs over the emittable tokens.
 """
 
 from keras_captioning.decoding.beam import beam_search
+from keras_captioning.decoding.graph import decode_best, decode_tensors
 from keras_captioning.decoding.greedy import greedy_decode
-from keras_captioning.decoding.result import DecodeResult
+from keras_captioning.decoding.result import DecodeResult, decode_captions
 from keras_captioning.decoding.sampling import sample_decode
 
-__all__ = ["DecodeResult", "beam_search", "greedy_decode", "sample_decode"]
+__all__ = ["DecodeResult", "beam_search", "decode_best", "decode_captions", "decode_tensors", "greedy_decode",
+           "sample_decode"]

@@ -1,9 +1,9 @@
-"""Greedy or beam decoding as plain tensors, for a graph someone else traces (e.g. an export).
+"""Greedy or beam decoding of the best caption per image: the one place that chooses.
 
-``greedy_decode`` and ``beam_search`` wrap these same loops in their own cached
-``tf.function`` and return numpy; ``decode_tensors`` is the loop alone, to be called inside
-a caller's ``tf.function`` (a SavedModel signature), so the exported graph decodes exactly
-as the Python decoders do.
+``decode_tensors`` is the loop alone, to be called inside a caller's ``tf.function`` (a
+SavedModel signature); ``decode_best`` wraps the same function in a cached ``tf.function``
+and returns numpy (evaluation, the captioner). So the exported graph decodes exactly as
+Python does. ``greedy_decode`` and ``beam_search`` run these same loops.
 """
 
 import tensorflow as tf
@@ -39,3 +39,21 @@ def decode_tensors(model, features, max_length: int, beam_width: int = 1, length
         )
     out = _beam_loop(model, features, int(max_length), int(beam_width), float(length_penalty), 1)
     return {key: None if value is None else value[:, 0] for key, value in out.items()}
+
+
+def decode_best(model, features, max_length: int, beam_width: int = 1, length_penalty: float = 0.0):
+    """``decode_tensors`` run eagerly on a batch: a ``DecodeResult`` of (B, L) numpy arrays.
+
+    Traced once per (model, feature shape, settings), like the other decoders.
+    """
+    features = _common.check_args(model, features, max_length)
+    settings = (int(max_length), int(beam_width), float(length_penalty))
+
+    def build(model_ref):
+        def run(batch_features):
+            return decode_tensors(model_ref(), batch_features, *settings)
+
+        return tf.function(run, input_signature=[_common.feature_spec(features)])
+
+    fn = _common.cached_function(model, ("best", features.shape[1:]) + settings, build)
+    return _common.to_result(fn(features))

@@ -42,3 +42,9 @@ class DecodeResult:
         """The best hypothesis of each image as a list of word ids (no padding)."""
         best = self.best()
         return [row[:n].tolist() for row, n in zip(best.tokens, best.lengths)]
+
+
+def decode_captions(result: DecodeResult, vocab) -> list[str]:
+    """Token ids -> text, the one place: each image's best hypothesis through ``vocab.decode``
+    (any object with ``decode(ids) -> str``, e.g. ``data.vocab.Vocabulary``)."""
+    return [vocab.decode(ids) for ids in result.token_lists()]

@@ -35,13 +35,13 @@ with the op names rather than writing a file that needs Flex.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tempfile
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.utils import atomic_output, make_dirs, write_json_atomic
 
 LITERT_INFO_SUFFIX = ".json"  # <out>.tflite.json: vocabulary, sizes and decoding settings
 
@@ -59,28 +59,29 @@ def export_litert(captioner, out_path: str, max_length: int | None = None) -> di
         raise CaptioningError(f"{out_path}: exists; choose a new file name")
     size = captioner.image_size
     parent = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".litert-", dir=parent)
-    try:
-        saved = os.path.join(tmp, "saved_model")
-        archive = keras.export.ExportArchive()
-        archive.track(captioner.backbone)
-        archive.track(captioner.model)
-        archive.add_endpoint("serve", caption_graph(captioner, 1, max_length, images_to_pixels=lambda x: x,
-                                                    with_text=False),
-                             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")])
-        archive.write_out(saved, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_default"])
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    make_dirs(parent)
+    with atomic_output(out_path) as target:  # OSError (no space, read-only) -> one line naming out_path
+        tmp = tempfile.mkdtemp(prefix=".litert-", dir=parent)
         try:
-            blob = converter.convert()
-        except Exception as err:  # ConverterError with MLIR diagnostics
-            raise CaptioningError(f"litert: the greedy graph does not convert to TFLite builtins: "
-                                  f"{_summarise(str(err))}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    with open(out_path, "wb") as fh:
-        fh.write(blob)
+            saved = os.path.join(tmp, "saved_model")
+            archive = keras.export.ExportArchive()
+            archive.track(captioner.backbone)
+            archive.track(captioner.model)
+            archive.add_endpoint("serve", caption_graph(captioner, 1, max_length, images_to_pixels=lambda x: x,
+                                                        with_text=False),
+                                 input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")])
+            archive.write_out(saved, verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_default"])
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            try:
+                blob = converter.convert()
+            except Exception as err:  # ConverterError with MLIR diagnostics
+                raise CaptioningError(f"litert: the greedy graph does not convert to TFLite builtins: "
+                                      f"{_summarise(str(err))}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        with open(target, "wb") as fh:
+            fh.write(blob)
     info = {
         "format": "keras_captioning.litert",
         "package_version": __version__,
@@ -96,8 +97,7 @@ def export_litert(captioner, out_path: str, max_length: int | None = None) -> di
         "id_to_word": list(captioner.vocab.id_to_word),
         "source": captioner.info.get("source"),
     }
-    with open(out_path + LITERT_INFO_SUFFIX, "w", encoding="utf-8") as fh:
-        json.dump(info, fh, indent=1)
+    write_json_atomic(out_path + LITERT_INFO_SUFFIX, info, indent=1)
     return info
 
 

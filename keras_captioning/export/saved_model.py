@@ -20,7 +20,6 @@ gives with the same decoding settings.
 
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
@@ -29,6 +28,7 @@ from keras_captioning import __version__
 from keras_captioning.decoding.graph import decode_tensors
 from keras_captioning.errors import CaptioningError
 from keras_captioning.features.images import decode_image, resize_image
+from keras_captioning.utils import atomic_output, first_line, write_json_atomic
 
 EXPORT_INFO_FILE = "keras_captioning.json"  # written beside saved_model.pb: what the signature does
 
@@ -78,7 +78,9 @@ def export_saved_model(captioner, out_dir: str, beam: int | None = None, max_len
     import keras
 
     beam, max_length, alpha = captioner.decoding_settings(beam, max_length, length_penalty)
-    if os.path.exists(out_dir) and os.listdir(out_dir):
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise CaptioningError(f"{out_dir}: is a file; --out names the folder to create for the SavedModel")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise CaptioningError(f"{out_dir}: exists and is not empty; choose a new folder")
 
     archive = keras.export.ExportArchive()
@@ -86,8 +88,6 @@ def export_saved_model(captioner, out_dir: str, beam: int | None = None, max_len
     archive.track(captioner.model)
     archive.add_endpoint("serve", caption_graph(captioner, beam, max_length, alpha),
                          input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-    archive.write_out(out_dir, verbose=False)
-
     info = {
         "format": "keras_captioning.saved_model",
         "package_version": __version__,
@@ -101,6 +101,11 @@ def export_saved_model(captioner, out_dir: str, beam: int | None = None, max_len
         "backbone": {"name": captioner.backbone_name, "image_size": captioner.image_size},
         "source": captioner.info.get("source"),
     }
-    with open(os.path.join(out_dir, EXPORT_INFO_FILE), "w", encoding="utf-8") as fh:
-        json.dump(info, fh, indent=1)
+    # Written into a temporary folder renamed to out_dir at the end: a folder named out_dir is complete.
+    with atomic_output(out_dir) as tmp:
+        try:
+            archive.write_out(tmp, verbose=False)
+        except tf.errors.OpError as err:  # TF's file system (no space, read-only) raises these
+            raise OSError(first_line(err)) from None
+        write_json_atomic(os.path.join(tmp, EXPORT_INFO_FILE), info, indent=1)
     return info

@@ -11,8 +11,14 @@ dropped, 16-bit PNG scaled to 8 bits, first GIF frame. ``tf.image.resize``: bili
 anti-aliasing, aspect ratio not kept (the study's preprocessing). The backbone's
 ``preprocess_input`` is inside the backbone model, not here.
 
-Files: ``read_image`` is the one reader of an image file for every caller (extraction's
-retry path, ``Captioner``, the evaluation panels):
+Files and bytes: ``read_image`` is the one reader of an image file, or of its encoded bytes,
+for every Python caller (``Captioner`` for paths and bytes, the evaluation panels); extraction
+runs the same checks and fallback in its tf.data pipeline (``runner.py``). The exported
+SavedModel decodes in its graph with ``decode_image`` only (no PIL there): very large images
+are decoded at full size and TIFF/WebP bytes are refused by its signature, so convert those
+to JPEG/PNG before calling it.
+
+Extraction:
 
 Images. A thread pool first checks every image of a shard with PIL: missing, empty (0
 bytes), unrecognised (e.g. a text file named .jpg) and corrupt files are skipped and listed
@@ -37,6 +43,7 @@ run with a message to use ``dtype="float32"``.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 
 import numpy as np
@@ -80,8 +87,13 @@ def check_image(path: str) -> ImageCheck:
         return ImageCheck(False, reason="file not found")
     except OSError as err:
         return ImageCheck(False, reason=f"cannot read the file ({err.strerror})")
+    return _check_with_pil(path)
+
+
+def _check_with_pil(source) -> ImageCheck:
+    """``check_image``'s PIL part, for a path or a binary file object."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             fmt, (width, height) = image.format, image.size
             if fmt in ("JPEG", "MPO"):
                 # 1/8-scale decode: reads all compressed data (finds truncation) at a fraction of the cost.
@@ -101,7 +113,7 @@ def check_image(path: str) -> ImageCheck:
     return ImageCheck(True, use_pil=width * height > LARGE_IMAGE_PIXELS or fmt not in TF_FORMATS)
 
 
-def load_image_pil(path: str, max_side: int) -> np.ndarray:
+def load_image_pil(path, max_side: int) -> np.ndarray:
     """Decode ``path`` with PIL to uint8 RGB (h, w, 3), at most ``max_side`` per side.
 
     JPEGs are decoded at a reduced DCT scale (``draft``) so huge photos never exist at full
@@ -129,24 +141,32 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def read_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
-    """One image file -> uint8 (H, W, 3), decoded exactly as extraction decodes it.
+def read_image(source: str | os.PathLike | bytes, image_size: int) -> np.ndarray:
+    """One image file, or its encoded bytes -> uint8 (H, W, 3), decoded exactly as extraction decodes it.
 
     ``check_image`` first; then ``decode_image`` (TensorFlow), or PIL at most 2 S per side for
     very large images and formats TensorFlow does not read, and PIL again when TensorFlow
     refuses a file the check passed (extraction's retry). Raises CaptioningError naming the
-    file and what is wrong with it.
+    file (``image bytes`` for bytes) and what is wrong with it.
     """
-    path = os.fspath(path)
-    check = check_image(path)
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+        name, opener = "image bytes", lambda: io.BytesIO(data)
+        check = _check_with_pil(opener()) if data else ImageCheck(False, reason="empty (0 bytes)")
+        contents = lambda: tf.constant(data)  # noqa: E731
+    else:
+        name = path = os.fspath(source)
+        opener = lambda: path  # noqa: E731
+        check = check_image(path)
+        contents = lambda: tf.io.read_file(path)  # noqa: E731
     if not check.ok:
-        raise CaptioningError(f"{path}: {check.reason}")
+        raise CaptioningError(f"{name}: {check.reason}")
     if not check.use_pil:
         try:
-            return decode_image(tf.io.read_file(path)).numpy()
+            return decode_image(contents()).numpy()
         except tf.errors.OpError:  # extraction retries these with PIL too
             pass
     try:
-        return load_image_pil(path, max_side=2 * int(image_size))
+        return load_image_pil(opener(), max_side=2 * int(image_size))
     except Exception as err:  # any decoder failure means "this file cannot be used"
-        raise CaptioningError(f"{path}: could not be decoded ({first_line(err)})") from None
+        raise CaptioningError(f"{name}: could not be decoded ({first_line(err)})") from None

@@ -21,7 +21,7 @@ MAX_AUTO_UNROLL = 32
 
 
 @keras.saving.register_keras_serializable(package="keras_captioning")
-class AttentionCaptioner(CaptionModel):
+class AttentionCaptioner(CaptionModel, keras.Model):
     """CNN-region encoder + Bahdanau attention + GRU/LSTM decoder.
 
     Per time step t (teacher forcing: ``w_{t-1}`` is the true previous word)::
@@ -104,8 +104,10 @@ class AttentionCaptioner(CaptionModel):
         super().__init__(**kwargs)
 
         # === Layers ===
-        self.encoder = CNNEncoder(embedding_dim, name="encoder")
-        self.attention = BahdanauAttention(attention_units, name="attention")
+        # Sublayers take the model's dtype policy, so a captioner rebuilt from its config
+        # computes in the precision it was saved with, whatever the global policy.
+        self.encoder = CNNEncoder(embedding_dim, dtype=self.dtype_policy, name="encoder")
+        self.attention = BahdanauAttention(attention_units, dtype=self.dtype_policy, name="attention")
         self.decoder = RNNDecoder(
             vocab_size,
             embedding_dim=embedding_dim,
@@ -113,6 +115,7 @@ class AttentionCaptioner(CaptionModel):
             rnn=rnn,
             attention_vector=attention_vector,
             dropout=dropout,
+            dtype=self.dtype_policy,
             name="decoder",
         )
         # h_0 (and c_0 for an LSTM) from the mean encoded region, one Dense for all of them.
@@ -159,9 +162,8 @@ class AttentionCaptioner(CaptionModel):
         self.built = True
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
+        config = super().get_config()  # name, trainable, dtype
+        config.update({
             "vocab_size": self.vocab_size,
             "feature_dim": self.feature_dim,
             "num_regions": self.num_regions,
@@ -178,7 +180,8 @@ class AttentionCaptioner(CaptionModel):
             "end_id": self.end_id,
             "unroll": self.unroll,
             "fused_backward": self.fused_backward,
-        }
+        })
+        return config
 
     @classmethod
     def from_config(cls, config):

@@ -8,8 +8,14 @@ from keras_captioning.errors import CaptioningError
 from keras_captioning.losses import CaptionLoss, Perplexity, masked_accuracy_counts, masked_ce_sum
 
 
-class CaptionModel(keras.Model):
-    """Base class for captioning models trained with teacher forcing.
+class CaptionModel:
+    """Training and decoding contract shared by the captioners (a mixin before ``keras.Model``).
+
+    A captioner is declared ``class X(CaptionModel, keras.Model)``. The mixin does not
+    derive from ``keras.Model`` itself so that a functional captioner (``MergeCaptioner``,
+    ``super().__init__(inputs=..., outputs=...)``) can use Keras's public functional
+    constructor: Keras then re-bases that class on its functional model class, and only
+    that class (a ``keras.Model`` base here would be re-based for every captioner).
 
     Subclasses provide ``call({"features", "tokens"}, training)`` returning logits
     float32 (B, T, V), the decoding API and the config attributes ``vocab_size``,

@@ -3,16 +3,12 @@
 import keras
 from keras import ops
 
-# Keras 3 has no public name for the functional model class. We inherit from it
-# explicitly (see MergeCaptioner's docstring for why).
-from keras.src.models.functional import Functional
-
 from keras_captioning.errors import CaptioningError
 from keras_captioning.models.caption_model import CaptionModel
 
 
 @keras.saving.register_keras_serializable(package="keras_captioning")
-class MergeCaptioner(CaptionModel, Functional):
+class MergeCaptioner(CaptionModel, keras.Model):
     """Merge captioner (paper's vanilla model) as a functional Keras model.
 
     Graph::
@@ -21,13 +17,9 @@ class MergeCaptioner(CaptionModel, Functional):
         tokens (B, T) -> Embedding(mask_zero) -> Dropout -> LSTM(seq) -> add(broadcast over T)
                                                  -> Dense(units, relu) -> Dense(vocab) logits (B, T, V) float32
 
-    Why it inherits ``Functional`` explicitly: a ``keras.Model`` subclass called
-    with ``inputs=/outputs=`` makes Keras rewrite ``__bases__`` of *every* class on
-    the way up to ``keras.Model`` so that they derive from ``Functional``. That
-    would rewrite the shared ``CaptionModel`` and break the subclassed
-    ``AttentionCaptioner``. Naming ``Functional`` as a second base (after
-    ``CaptionModel``, so the custom train/test steps win) gives the same class
-    without any rewriting.
+    Built with Keras's public functional constructor (``super().__init__(inputs=,
+    outputs=)``), which re-bases this class on Keras's functional model; ``CaptionModel``
+    is a plain mixin, so it is left alone and its train/test steps come first in the MRO.
 
     Args:
         vocab_size: vocabulary size V including the special tokens.
@@ -59,25 +51,29 @@ class MergeCaptioner(CaptionModel, Functional):
                 f"pad_id: the merge captioner masks token id 0 (Embedding mask_zero), got pad_id={pad_id}; "
                 "build the vocabulary with <pad> = 0"
             )
+        # Every sublayer takes the model's dtype policy (None: the global one), so a
+        # captioner rebuilt from its config computes in the precision it was saved with.
+        dtype = kwargs.get("dtype")
         # === Layers ===
-        self.image_dropout = keras.layers.Dropout(dropout, name="image_dropout")
+        self.image_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="image_dropout")
         self.image_projection = keras.layers.Dense(
-            units, activation="relu", kernel_initializer="glorot_uniform", name="image_projection"
+            units, activation="relu", kernel_initializer="glorot_uniform", dtype=dtype, name="image_projection"
         )
         self.embedding = keras.layers.Embedding(
             vocab_size,
             embedding_dim,
             mask_zero=True,
             embeddings_initializer="glorot_uniform",
+            dtype=dtype,
             name="embedding",
         )
-        self.embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout")
+        self.embedding_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embedding_dropout")
         # Keras' default LSTM initialisers are glorot_uniform (kernel) and
         # orthogonal (recurrent); we keep them.
-        self.lstm = keras.layers.LSTM(units, return_sequences=True, name="lstm")
-        self.merge = keras.layers.Add(name="merge")
+        self.lstm = keras.layers.LSTM(units, return_sequences=True, dtype=dtype, name="lstm")
+        self.merge = keras.layers.Add(dtype=dtype, name="merge")
         self.merge_dense = keras.layers.Dense(
-            units, activation="relu", kernel_initializer="glorot_uniform", name="merge_dense"
+            units, activation="relu", kernel_initializer="glorot_uniform", dtype=dtype, name="merge_dense"
         )
         # Logits stay float32 under a mixed_float16 policy (stable softmax / loss).
         self.logits_dense = keras.layers.Dense(
@@ -98,10 +94,12 @@ class MergeCaptioner(CaptionModel, Functional):
         # every prefix's prediction, i.e. the same per-pair losses, at the cost of
         # one LSTM run per caption instead of one per word.
         sequence = self.lstm(words)  # (B, T, units)
-        image_per_step = keras.layers.Reshape((1, units), name="image_per_step")(image)  # (B, 1, units)
+        image_per_step = keras.layers.Reshape((1, units), dtype=dtype, name="image_per_step")(image)  # (B, 1, units)
         merged = self.merge([sequence, image_per_step])  # broadcast add -> (B, T, units)
         logits = self.logits_dense(self.merge_dense(merged))  # (B, T, V) float32
         super().__init__(inputs={"features": features, "tokens": tokens}, outputs=logits, **kwargs)
+        if dtype is not None:  # Keras's functional constructor ignores ``dtype``
+            self.dtype_policy = dtype
 
         # === Config ===
         self.vocab_size = vocab_size
@@ -115,11 +113,11 @@ class MergeCaptioner(CaptionModel, Functional):
         self.end_id = end_id
 
     def get_config(self):
-        # Not chained to Functional.get_config: that is a layer graph, which our
-        # constructor does not take. The constructor rebuilds the same graph.
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
+        # Keras's functional get_config gives a layer graph only for a constructor taking
+        # (inputs, outputs); ours does not, so super() gives name, trainable and dtype.
+        # The constructor rebuilds the same graph from the sizes.
+        config = super().get_config()
+        config.update({
             "vocab_size": self.vocab_size,
             "feature_dim": self.feature_dim,
             "embedding_dim": self.embedding_dim,
@@ -129,7 +127,8 @@ class MergeCaptioner(CaptionModel, Functional):
             "pad_id": self.pad_id,
             "start_id": self.start_id,
             "end_id": self.end_id,
-        }
+        })
+        return config
 
     @classmethod
     def from_config(cls, config):

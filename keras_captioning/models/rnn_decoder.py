@@ -93,8 +93,11 @@ class RNNDecoder(keras.layers.Layer):
         self.attention_vector = attention_vector
         self.dropout = dropout
 
-    def build(self, context_shape):
-        """Create all weights for a context vector of shape (..., C)."""
+    def build(self, context_shape=None, tokens_shape=None, state_shape=None):
+        """Create all weights for a context vector of shape (..., C).
+
+        Keras passes the shapes of ``call``'s arguments by name; only the context's matters.
+        """
         context_dim = context_shape[-1]
         self.embedding.build((None,))
         self.cell.build((None, context_dim + self.embedding_dim))
