@@ -20,7 +20,6 @@ import math
 import time
 
 import keras
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +65,15 @@ class DecodedValidation(keras.callbacks.Callback):
 
     def decode(self) -> tuple[dict, dict]:
         """(references, hypotheses) ``{image_id: [caption]}`` for the split."""
-        from keras_captioning.decoding import greedy_decode
+        from keras_captioning.decoding import decode_captions, greedy_decode
 
         gts, res = {}, {}
         for batch in self.dataset:
-            tokens = np.asarray(greedy_decode(self.model, batch["features"], self.max_length).tokens)
-            for image_id, refs, row in zip(batch["image_id"].numpy(), batch["references"].numpy(), tokens):
+            captions = decode_captions(greedy_decode(self.model, batch["features"], self.max_length), self.vocab)
+            for image_id, refs, caption in zip(batch["image_id"].numpy(), batch["references"].numpy(), captions):
                 key = image_id.decode("utf-8")
                 gts[key] = [r.decode("utf-8") for r in refs if r]
-                res[key] = [self.vocab.decode([int(t) for t in row if int(t) != self.vocab.pad_id])]
+                res[key] = [caption]
                 if self.max_images and len(res) >= self.max_images:
                     return gts, res
         return gts, res
