@@ -65,12 +65,18 @@ def caption_pairs(batches):
 TINY = dict(vocab_size=20, feature_dim=8, num_regions=4, embedding_dim=8, units=16, attention_units=8)
 
 
-def tiny_captioner(kind="attention", **overrides):
-    """The one tiny-captioner factory of the tests: ``kind`` "attention" (reads a grid
-    (B, R, D)) or "merge" (a pooled (B, D) vector, dropout 0); ``overrides`` change any
-    constructor argument."""
-    from keras_captioning.models import AttentionCaptioner, build_merge_captioner
+TINY_TRANSFORMER = dict(model_dim=8, num_heads=2, ff_dim=16, num_layers=2, encoder_layers=1, max_positions=10)
 
+
+def tiny_captioner(kind="attention", **overrides):
+    """The one tiny-captioner factory of the tests: ``kind`` "attention" or "transformer" (read a
+    grid (B, R, D)) or "merge" (a pooled (B, D) vector, dropout 0); ``overrides`` change any
+    constructor argument."""
+    from keras_captioning.models import AttentionCaptioner, TransformerCaptioner, build_merge_captioner
+
+    if kind == "transformer":
+        sizes = {k: TINY[k] for k in ("vocab_size", "feature_dim", "num_regions")}
+        return TransformerCaptioner(**dict(sizes, **TINY_TRANSFORMER, **overrides))
     sizes = dict(TINY, **overrides)
     if kind == "merge":
         sizes.pop("num_regions")

@@ -42,6 +42,8 @@ MODELS = {
     "attention-lstm-vector": lambda: make_attention(rnn="lstm", attention_vector=True, attention_reg=0.5),
     "attention-gru-init": lambda: make_attention(init_state="features", dropout=0.3),
     "attention-lstm-init": lambda: make_attention(rnn="lstm", init_state="features"),
+    "transformer": lambda: tiny_captioner("transformer", dropout=0.2),
+    "transformer-post-sinusoidal": lambda: tiny_captioner("transformer", norm="post", positions="sinusoidal"),
 }
 
 

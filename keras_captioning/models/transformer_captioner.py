@@ -26,7 +26,7 @@ def sinusoidal_positions(length, width):
 
 
 @keras.saving.register_keras_serializable(package="keras_captioning")
-class TransformerCaptioner(CaptionModel):
+class TransformerCaptioner(CaptionModel, keras.Model):
     """Region grid -> (LayerNorm, Dense + ReLU to the model width, optional encoder layers) ->
     N decoder layers (causal self-attention, cross-attention over the regions, feed-forward) ->
     float32 logits over the vocabulary.
@@ -134,14 +134,15 @@ class TransformerCaptioner(CaptionModel):
         self.built = True
 
     def get_config(self):
-        return {
-            "name": self.name, "trainable": self.trainable, "vocab_size": self.vocab_size,
-            "feature_dim": self.feature_dim, "num_regions": self.num_regions, "model_dim": self.model_dim,
+        config = super().get_config()  # name, trainable, dtype
+        config.update({
+            "vocab_size": self.vocab_size, "feature_dim": self.feature_dim, "num_regions": self.num_regions, "model_dim": self.model_dim,
             "num_heads": self.num_heads, "ff_dim": self.ff_dim, "num_layers": self.num_layers,
             "encoder_layers": self.encoder_layers, "norm": self.norm, "positions": self.positions,
             "max_positions": self.max_positions, "dropout": self.dropout, "attention_layer": self.attention_layer,
             "pad_id": self.pad_id, "start_id": self.start_id, "end_id": self.end_id,
-        }
+        })
+        return config
 
     @classmethod
     def from_config(cls, config):
