@@ -3,7 +3,7 @@
 The test writes a handful of JPEGs and a ``dataset_flickr8k.json`` with Karpathy's fields, then
 runs ``train`` (features are built by it) and ``evaluate`` through the CLI with the committed
 configs, changing only paths and sizes: the data path the README documents stays working in CI
-without the real dataset or the ImageNet weights (a seeded random MobileNet stands in).
+without the real dataset or the ImageNet weights (a seeded random MobileNet or EfficientNet-Lite0 stands in).
 """
 
 import json
@@ -40,8 +40,9 @@ def write_karpathy_fixture(root, images=10):
 
 
 @pytest.mark.slow  # two training runs
-@pytest.mark.parametrize("name", ["flickr8k_attention", "flickr8k_vanilla"])
-def test_flickr8k_config_trains_and_evaluates(tmp_path, name):
+@pytest.mark.parametrize("name, grid", [("flickr8k_attention", [49, 256]), ("flickr8k_vanilla", [49, 256]),
+                                        ("flickr8k_lite0_attention", [49, 1280])])
+def test_flickr8k_config_trains_and_evaluates(tmp_path, name, grid):
     split_file = write_karpathy_fixture(tmp_path / "flickr8k")
     sets = {
         "data.captions": split_file, "data.images": tmp_path / "flickr8k" / "images",
@@ -55,7 +56,7 @@ def test_flickr8k_config_trains_and_evaluates(tmp_path, name):
     assert main(["train", "--config", config, *args]) == 0
     manifest = json.loads((tmp_path / "features" / "manifest.json").read_text())
     assert {s: c["images"] for s, c in manifest["counts"].items()} == {"train": 6, "val": 2, "test": 2}
-    assert manifest["grid_shape"] == [49, 256]  # MobileNet alpha 0.25 at 224 px
+    assert manifest["grid_shape"] == grid  # MobileNet alpha 0.25 / EfficientNet-Lite0 at 224 px
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert "val_cider_d" in log[0] and len(log) == 3
     assert main(["evaluate", "--run", str(tmp_path / "run"), "--beam", "2"]) == 0
