@@ -11,7 +11,7 @@
 ``captioner.json`` (format "keras_captioning.bundle", format_version 1)::
 
     package_version, created     keras_captioning.__version__ that wrote it, ISO-8601 UTC
-    model_type, feature          "attention" | "merge"; "grid" | "pooled" (what the model reads)
+    model_type, feature          "attention" | "merge" | "transformer"; "grid" | "pooled" (what it reads)
     backbone                     {name, image_size, alpha, weights: file name or null}
     preprocessing                how pixels are made (features/images.py), for a reader
     decoding                     defaults: {beam, max_length, length_penalty}
@@ -52,7 +52,7 @@ def save_bundle(captioner, out_dir: str) -> str:
     ``OSError`` (no space, a parent that is a file, read-only) is one CaptioningError naming
     ``out_dir``, and leaves no partial folder.
     """
-    from keras_captioning.models.registry import model_type_for_feature
+    from keras_captioning.models.registry import model_type_of
 
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise CaptioningError(f"{out_dir}: is a file; a bundle is a folder, choose a new name")
@@ -70,7 +70,7 @@ def save_bundle(captioner, out_dir: str) -> str:
             "format_version": BUNDLE_FORMAT_VERSION,
             "package_version": __version__,
             "created": utc_now(),
-            "model_type": model_type_for_feature(captioner.feature).name,
+            "model_type": model_type_of(captioner.model).name,
             "feature": captioner.feature,
             "backbone": {"name": captioner.backbone_name, "image_size": captioner.image_size,
                          "alpha": captioner.alpha, "weights": weights_file},

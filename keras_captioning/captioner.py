@@ -56,9 +56,9 @@ class Captioner:
 
     @property
     def has_attention(self) -> bool:
-        from keras_captioning.models.registry import model_type_for_feature
+        from keras_captioning.models.registry import model_type_of
 
-        return model_type_for_feature(self.feature).has_attention
+        return model_type_of(self.model).has_attention
 
     @classmethod
     def from_run(cls, run_dir: str, checkpoint: str = "best", weights: str | None = None) -> Captioner:

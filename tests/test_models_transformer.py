@@ -21,7 +21,7 @@ from keras_captioning.models import (
     TransformerDecoderLayer,
     TransformerEncoderLayer,
 )
-from keras_captioning.models.registry import build_model, model_type
+from keras_captioning.models.registry import build_model, model_type, model_type_of
 from tests.helpers import REPO, SMOKE, smoke_config, smoke_overrides
 
 VOCAB, REGIONS, DIM, BATCH, STEPS, MAX_POSITIONS = 20, 4, 6, 3, 7, 10
@@ -316,3 +316,15 @@ def test_export_matches_captioner(tmp_path_factory):
             np.testing.assert_allclose(np.asarray(row)[: len(res["tokens"])], res["attention"], atol=1e-5)
     assert outputs["litert"]["captions"] == outputs["1"]["captions"]
     assert len(set(np.round(outputs["3"]["scores"], 4))) > 1
+
+
+def test_a_loaded_model_is_named_by_its_class():
+    """Bundles and the captioner name a model by its class, not by the feature it reads (the
+    Transformer reads the grid like the attention model; its bundle said "attention")."""
+    from tests.helpers import tiny_captioner
+
+    assert model_type_of(make_model()).name == "transformer"
+    assert model_type_of(tiny_captioner("attention")).name == "attention"
+    assert model_type_of(tiny_captioner("merge")).name == "merge"
+    assert model_type_of(make_model()).has_attention
+

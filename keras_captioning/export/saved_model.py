@@ -103,9 +103,17 @@ def export_saved_model(captioner, out_dir: str, beam: int | None = None, max_len
     }
     # Written into a temporary folder renamed to out_dir at the end: a folder named out_dir is complete.
     with atomic_output(out_dir) as tmp:
-        try:
-            archive.write_out(tmp, verbose=False)
-        except tf.errors.OpError as err:  # TF's file system (no space, read-only) raises these
-            raise OSError(first_line(err)) from None
+        _write_archive(archive, tmp)
         write_json_atomic(os.path.join(tmp, EXPORT_INFO_FILE), info, indent=1)
     return info
+
+
+def _write_archive(archive, path: str) -> None:
+    """``archive.write_out(path)``; TF's file-system errors (no space, read-only) become OSError."""
+    import tensorflow as tf
+
+    try:
+        archive.write_out(path, verbose=False)
+    except tf.errors.OpError as err:
+        raise OSError(first_line(err)) from None
+

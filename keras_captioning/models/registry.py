@@ -24,6 +24,7 @@ class ModelType:
     label: str  # how reports name it
     has_attention: bool
     build: Callable  # (model_config, vocab_size, grid_shape, special_ids) -> keras.Model
+    class_name: str = ""  # the class its models have (bundles and reports name a loaded model by it)
 
 
 def _build_attention(m, vocab_size: int, grid_shape, special_ids: dict):
@@ -59,10 +60,18 @@ def _build_transformer(m, vocab_size: int, grid_shape, special_ids: dict):
 
 
 MODEL_TYPES = {
-    "attention": ModelType("attention", "grid", "attention", True, _build_attention),
-    "merge": ModelType("merge", "pooled", "vanilla (merge)", False, _build_merge),
-    "transformer": ModelType("transformer", "grid", "transformer", True, _build_transformer),
+    "attention": ModelType("attention", "grid", "attention", True, _build_attention, "AttentionCaptioner"),
+    "merge": ModelType("merge", "pooled", "vanilla (merge)", False, _build_merge, "MergeCaptioner"),
+    "transformer": ModelType("transformer", "grid", "transformer", True, _build_transformer, "TransformerCaptioner"),
 }
+
+
+def model_type_of(model) -> ModelType:
+    """The registry entry of a built or loaded model, found by its class."""
+    for entry in MODEL_TYPES.values():
+        if type(model).__name__ == entry.class_name:
+            return entry
+    raise CaptioningError(f"model: {type(model).__name__} is not a captioner of {sorted(MODEL_TYPES)}")
 
 
 def model_type(name: str) -> ModelType:
@@ -71,14 +80,6 @@ def model_type(name: str) -> ModelType:
         return MODEL_TYPES[name]
     except KeyError:
         raise CaptioningError(f"model.type: unknown model type {name!r}; choose one of {sorted(MODEL_TYPES)}") from None
-
-
-def model_type_for_feature(feature: str) -> ModelType:
-    """The type that reads ``feature`` ("grid" or "pooled")."""
-    for entry in MODEL_TYPES.values():
-        if entry.feature == feature:
-            return entry
-    raise CaptioningError(f"feature: expected one of {sorted(t.feature for t in MODEL_TYPES.values())}, got {feature!r}")
 
 
 def build_model(cfg, vocab_size: int, grid_shape, special_ids: dict):
