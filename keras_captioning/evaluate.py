@@ -157,25 +157,15 @@ def _read_image(path: str | None, size: int = 224):
     return np.full((size, size, 3), 200, dtype=np.uint8)
 
 
-def _image_paths(cfg) -> dict:
-    """image_id -> file path, from the dataset the run's features came from."""
+def _run_records(cfg) -> list | None:
+    """The dataset the run's features came from, read once per evaluation (panel images and the
+    "novel" column); None, with one warning, when it cannot be read."""
     try:
         from keras_captioning.features.build import load_records
 
-        return {r.image_id: r.image_path for r in load_records(cfg)}
+        return load_records(cfg)
     except (CaptioningError, OSError) as exc:
-        log.warning("images for the panels are not available (%s)", exc)
-        return {}
-
-
-def _train_captions(cfg) -> list | None:
-    """The training split's captions (for the "novel" column), from the run's dataset; None if unreadable."""
-    try:
-        from keras_captioning.features.build import load_records
-
-        return [c for r in load_records(cfg) if r.split == "train" for c in r.captions]
-    except (CaptioningError, OSError) as exc:
-        log.warning("training captions not available, 'novel' is n/a (%s)", exc)
+        log.warning("the run's dataset is not available: no example images, 'novel' is n/a (%s)", exc)
         return None
 
 
@@ -296,7 +286,9 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     computed, per_image = kc_metrics.compute_all(
         gts, res, metrics=[m for m in requested if not (isinstance(m, str) and m in unavailable)])
     scores = {**computed, **{name: float("nan") for name in unavailable}}  # NaN shows as "n/a"
-    scores.update(kc_metrics.diversity_scores(res, gts, _train_captions(cfg)))  # how varied the captions are
+    records = _run_records(cfg)
+    train_captions = None if records is None else [c for r in records if r.split == "train" for c in r.captions]
+    scores.update(kc_metrics.diversity_scores(res, gts, train_captions))  # how varied the captions are
     meta = {**describe_run(cfg, manifest), "split": split, "beam": beam, "length_penalty": length_penalty,
             "num_images": len(decoded), "checkpoint": checkpoint, "unavailable": unavailable}
     write_json_atomic(os.path.join(out_dir, "per_image.json"), [
@@ -305,7 +297,7 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
 
     columns = RUN_COLUMNS + [m for m in TABLE_METRICS + list(kc_metrics.DIVERSITY_COLUMNS) if m in scores]
     table = format_table([{**meta, **scores}], columns)
-    report = _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta)
+    report = _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta, records)
     # Last: scores.json marks the report complete (compare and bundles read only those).
     write_json_atomic(os.path.join(out_dir, "scores.json"), {"meta": meta, "scores": scores})
     return {"scores": scores, "table": table, "report_dir": out_dir, "report": report,
@@ -323,11 +315,11 @@ def choose_panels(decoded: list, per_image: dict, k: int) -> dict:
     return {"good": ranked[:k], "fair": ranked[mid: mid + k], "bad": ranked[::-1][:k]}
 
 
-def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta) -> str:
+def _write_report(run_dir, out_dir, cfg, decoded, per_image, table, meta, records=None) -> str:
     from keras_captioning import viz
     from keras_captioning.metrics import wer_matrix
 
-    paths = _image_paths(cfg)
+    paths = {r.image_id: r.image_path for r in records or []}
     sections = [f"# Evaluation of `{run_dir}` on the {meta['split']} split",
                 f"{meta['num_images']} images, beam {meta['beam']}, checkpoint `{meta['checkpoint']}`. "
                 "Scores are corpus-level against all references (x100; WER as a fraction); distinct and "
