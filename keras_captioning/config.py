@@ -116,8 +116,13 @@ class TrainConfig:
     run_dir: str | None = None  # default: runs/<experiment name>
     # Self-critical sequence training (training/scst.py): objective=scst fine-tunes the best.keras
     # of the cross-entropy run init_from with REINFORCE on CIDEr-D, in its own run_dir.
-    objective: str = "xe"  # xe (teacher-forced cross-entropy) | scst
-    init_from: str | None = None  # scst: the run directory whose checkpoints/best.keras starts it
+    objective: str = "xe"  # xe (teacher-forced cross-entropy) | scst | finetune (the CNN too, from images)
+    init_from: str | None = None  # scst, finetune: the run directory whose checkpoints/best.keras starts it
+    # CNN fine-tuning (training/finetune_stage.py): batch_size counts images (each with all its
+    # captions); the backbone's layers from finetune_from on learn (BatchNorm stays frozen).
+    finetune_from: str | None = None  # finetune: first trainable backbone layer, e.g. blocks_11_expand_conv;
+    #   "none": the CNN stays fixed (the control run: the same stage without fine-tuning)
+    encoder_learning_rate: float = 1e-5  # finetune: Adam's rate for the CNN's trainable layers
     scst_samples: int = 5  # scst: K captions sampled per image per step
     scst_baseline: str = "greedy"  # scst: greedy (the greedy caption's CIDEr-D, Rennie et al.) |
     #   mean (the mean CIDEr-D of the image's other K-1 samples, "new SCST"; needs K >= 2)
@@ -343,9 +348,12 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
             isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
         raise CaptioningError(f"{source}: train.seeds={seeds!r}: expected null or a list of distinct "
                               "integers >= 0")
-    if cfg.train.objective == "scst" and not cfg.train.init_from:
-        raise CaptioningError(f"{source}: train.objective=scst needs train.init_from=<run directory of a "
-                              "cross-entropy run> (its checkpoints/best.keras starts the fine-tuning)")
+    if cfg.train.objective in ("scst", "finetune") and not cfg.train.init_from:
+        raise CaptioningError(f"{source}: train.objective={cfg.train.objective} needs train.init_from=<run "
+                              "directory of a cross-entropy run> (its checkpoints/best.keras starts the fine-tuning)")
+    if cfg.train.objective == "finetune" and not cfg.train.finetune_from:
+        raise CaptioningError(f"{source}: train.objective=finetune needs train.finetune_from=<the first backbone "
+                              "layer to train> (e.g. blocks_11_expand_conv for efficientnet_lite0)")
     if cfg.train.objective == "scst" and cfg.train.scst_baseline == "mean" and cfg.train.scst_samples < 2:
         raise CaptioningError(f"{source}: train.scst_baseline=mean needs train.scst_samples >= 2 "
                               f"(the mean of the other samples), got {cfg.train.scst_samples}")

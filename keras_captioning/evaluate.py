@@ -257,6 +257,13 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
                               f"valid: [1, {min(len(vocab), 100)}]")
     manifest = run.manifest()
     features_dir = info["features_dir"]
+    model = None
+    if info.get("objective") == "finetune":  # the run's own CNN makes the features it is scored on
+        from keras_captioning.features.fine_tuned import fine_tuned_features
+
+        model = load_model(run_dir, checkpoint)
+        features_dir = fine_tuned_features(run, model, cfg, split, checkpoint)
+        model = model.captioner
     # The shards are still there and match their manifest (size, checksum), before loading anything.
     damaged = damaged_shards(features_dir, read_manifest(features_dir), splits=[split])
     if damaged:
@@ -265,7 +272,7 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     out_dir = out_dir or os.path.join(run_dir, report_dir_name(cfg, split, checkpoint, beam, length_penalty))
     _check_report_dir(out_dir, {"split": split, "checkpoint": checkpoint, "beam": beam,
                                 "length_penalty": length_penalty}, overwrite)
-    model = load_model(run_dir, checkpoint)
+    model = model or load_model(run_dir, checkpoint)
     feature = model_type(cfg.model.type).feature
     decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,
                            cfg.eval.batch_size, length_penalty)

@@ -51,7 +51,7 @@ CHOICES = {
     ("train", "strategy"): ("default", "mirrored", "multiworker"),
     ("train", "select_on"): ("CIDEr-D", "BLEU-4", "val_loss"),
     ("train", "lr_schedule"): ("constant", "plateau"),
-    ("train", "objective"): ("xe", "scst"),
+    ("train", "objective"): ("xe", "scst", "finetune"),
     ("train", "scst_baseline"): ("greedy", "mean"),
 }
 
@@ -87,6 +87,7 @@ RANGES = {
     ("train", "batch_size"): _AT_LEAST_1,
     ("train", "epochs"): _AT_LEAST_1,
     ("train", "learning_rate"): Range(0, low_open=True),
+    ("train", "encoder_learning_rate"): Range(0, low_open=True),
     ("train", "clipnorm"): Range(0, low_open=True),
     ("train", "shuffle_buffer"): _AT_LEAST_1,
     ("train", "seed"): Range(0),

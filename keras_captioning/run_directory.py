@@ -11,6 +11,8 @@
     state.json          next epoch, best values, optimizer step, schedule counters
     log.csv, tensorboard/, loss.png    training logs (steps.csv: a stage's per-step log, e.g. SCST)
     eval-*/             evaluation reports (evaluate.py)
+    encoded/<ckpt>/     a fine-tuning run: the splits evaluate scores, extracted with that
+                        checkpoint's own CNN (features/fine_tuned.py)
 
 Everything ``caption`` needs is inside the folder: copy it to another machine (without the
 features or the dataset) and ``Captioner.from_run`` rebuilds the encoder from ``manifest.json``
@@ -93,6 +95,10 @@ class RunDirectory:
     @property
     def config_path(self) -> str:
         return self.file(self.CONFIG)
+
+    def encoded_dir(self, checkpoint: str) -> str:
+        """``encoded/<checkpoint>/``: features made by a fine-tuned checkpoint's own encoder."""
+        return os.path.join(self.file("encoded"), checkpoint.removesuffix(".keras"))
 
     @property
     def encoder_weights(self) -> str:

@@ -214,3 +214,20 @@ def first_shard(features, split="train"):
 
     manifest = json.loads((features / "manifest.json").read_text())
     return features / manifest["shards"][split][0], manifest
+
+
+def live_random_weights(model, seed=0):
+    """Random weights that keep the signal alive through 16 blocks (He scale per fan-in; BatchNorm
+    near identity), so every weight, and a transposed one, changes the outputs."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "BatchNormalization":
+            n = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.8, 1.2, n), rng.normal(0.1, 0.1, n),
+                               rng.normal(0, 0.1, n), rng.uniform(0.8, 1.2, n)])
+        elif layer.weights:
+            weights = layer.get_weights()
+            shape = weights[0].shape
+            fan_in = {"Conv2D": np.prod(shape[:3]), "DepthwiseConv2D": np.prod(shape[:2])}.get(kind, shape[0])
+            layer.set_weights([rng.normal(0, np.sqrt(2.0 / fan_in), w.shape) for w in weights])

@@ -17,6 +17,7 @@ from keras_captioning.features.backbones import build_backbone
 from keras_captioning.features.convert_weights import convert_weights, load_checkpoint_into
 from keras_captioning.features.efficientnet_lite import block_args, efficientnet_lite, preprocess
 from keras_captioning.features.torch_checkpoint import read_state_dict
+from tests.helpers import live_random_weights
 from tests.legacy_torch import legacy_bytes
 
 SIZE = 64  # any side >= 32 works; small keeps the test fast
@@ -32,23 +33,6 @@ def test_architecture_matches_the_published_checkpoints(variant, blocks, last, p
     assert len(args) == blocks and args[-1]["outputs"] == last
     model = efficientnet_lite(variant, (SIZE, SIZE, 3), include_top=True)
     assert model.count_params() == params
-
-
-def _randomise(model, seed=0):
-    """Random weights that keep the signal alive through 16 blocks (He scale per fan-in; BatchNorm
-    near identity), so every weight, and a transposed one, changes the outputs."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind == "BatchNormalization":
-            n = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.8, 1.2, n), rng.normal(0.1, 0.1, n),
-                               rng.normal(0, 0.1, n), rng.uniform(0.8, 1.2, n)])
-        elif layer.weights:
-            weights = layer.get_weights()
-            shape = weights[0].shape
-            fan_in = {"Conv2D": np.prod(shape[:3]), "DepthwiseConv2D": np.prod(shape[:2])}.get(kind, shape[0])
-            layer.set_weights([rng.normal(0, np.sqrt(2.0 / fan_in), w.shape) for w in weights])
 
 
 def _as_torch(model) -> dict:
@@ -86,7 +70,7 @@ def lite0(tmp_path_factory):
     """A random Lite0 with its classifier, and the same weights as a legacy checkpoint whose stem
     weight is stored non-contiguously as in the published file."""
     model = efficientnet_lite("lite0", (SIZE, SIZE, 3), include_top=True)
-    _randomise(model)
+    live_random_weights(model)
     path = tmp_path_factory.mktemp("ckpt") / "lite0.pth"
     path.write_bytes(legacy_bytes(_as_torch(model), layouts={"_conv_stem.weight": (1, 2, 3, 0)}))
     return model, str(path)

@@ -67,6 +67,24 @@ def resize_image(image, size: int):
     return tf.image.resize(image, (size, size))
 
 
+def load_pixels(path, use_pil, size: int):
+    """In a tf.data map: an image file (tf.string path) -> float32 (size, size, 3) in [0, 255].
+
+    ``use_pil`` (tf.bool, ``ImageCheck.use_pil``) sends very large images and formats TensorFlow
+    does not read through ``load_image_pil`` (at most 2 ``size`` per side); the rest through
+    ``decode_image``. Extraction and CNN fine-tuning read their images with this.
+    """
+    image = tf.cond(use_pil, lambda: _pil_decode(path, 2 * int(size)), lambda: decode_image(tf.io.read_file(path)))
+    return resize_image(image, size)
+
+
+def _pil_decode(path, max_side: int):
+    image = tf.numpy_function(lambda p: load_image_pil(p.decode("utf-8"), max_side), [path], tf.uint8,
+                              stateful=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
 @dataclasses.dataclass
 class ImageCheck:
     """Outcome of ``check_image``: usable or not, and whether it needs the PIL path."""

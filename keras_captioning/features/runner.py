@@ -19,7 +19,7 @@ from PIL import Image
 
 from keras_captioning.data.tfrecords import serialize_example
 from keras_captioning.errors import CaptioningError
-from keras_captioning.features.images import check_image, decode_image, load_image_pil, resize_image
+from keras_captioning.features.images import check_image, load_image_pil, load_pixels, resize_image
 from keras_captioning.features.plan import _Shard
 from keras_captioning.utils import atomic_output, first_line, fsync_path, sha256_file, utc_now
 
@@ -47,15 +47,10 @@ class _FeatureRunner:
 
     def images(self, indices, paths, use_pil) -> tf.data.Dataset:
         """Batches of (index int64 (B,), image float32 (B, S, S, 3)); undecodable files dropped."""
-        size, max_side = self.image_size, self.max_side
+        size = self.image_size
 
         def load(index, path, pil):
-            image = tf.cond(
-                pil,
-                lambda: _pil_decode(path, max_side),
-                lambda: decode_image(tf.io.read_file(path)),
-            )
-            return index, resize_image(image, size)  # float32 in [0, 255]
+            return index, load_pixels(path, pil, size)  # float32 in [0, 255]
 
         ds = tf.data.Dataset.from_tensor_slices(
             (np.asarray(indices, np.int64), np.asarray(paths, dtype=object).astype(str), np.asarray(use_pil, bool))
@@ -63,13 +58,6 @@ class _FeatureRunner:
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.ignore_errors()  # safety net: a file the check passed but TensorFlow refuses is retried below
         return ds.batch(self.batch_size).prefetch(2)
-
-
-def _pil_decode(path: tf.Tensor, max_side: int) -> tf.Tensor:
-    image = tf.numpy_function(lambda p: load_image_pil(p.decode("utf-8"), max_side), [path], tf.uint8,
-                              stateful=False)
-    image.set_shape([None, None, 3])
-    return image
 
 
 def _write_shard(shard: _Shard, out_dir: str, runner: _FeatureRunner, vocab, max_length, progress) -> dict:

@@ -28,11 +28,9 @@ import shutil
 
 import keras
 
-from keras_captioning.config import ExperimentConfig
 from keras_captioning.errors import CaptioningError
-from keras_captioning.run_directory import RunDirectory
 from keras_captioning.training import callbacks as cb
-from keras_captioning.training.stage import Stage
+from keras_captioning.training.stage import Stage, init_checkpoint
 from keras_captioning.utils import atomic_output
 
 log = logging.getLogger(__name__)
@@ -110,27 +108,6 @@ class StepLog(keras.callbacks.Callback):
                                                   for n in LOGGED)])
 
 
-def _check_init_run(cfg: ExperimentConfig, vocab) -> str:
-    """The init run's best.keras, after checking it belongs to these features and this model type."""
-    init = cfg.train.init_from
-    init_run = RunDirectory(init)
-    info = init_run.info()
-    if info.get("model_type") != cfg.model.type:
-        raise CaptioningError(f"{init}: holds a '{info.get('model_type')}' model, not model.type="
-                              f"'{cfg.model.type}'")
-    if info.get("backbone") != cfg.features.backbone:
-        raise CaptioningError(f"{init}: trained on '{info.get('backbone')}' features, not "
-                              f"features.backbone='{cfg.features.backbone}'")
-    init_vocab = init_run.vocab()
-    if init_vocab.fingerprint() != vocab.fingerprint():
-        raise CaptioningError(f"{init_run.vocab_path}: not the vocabulary of {cfg.features_dir} (the model's "
-                              "token ids would not match the features' captions)")
-    path = init_run.checkpoint("best")
-    if not os.path.isfile(path):
-        raise CaptioningError(f"{path}: not found; SCST starts from a cross-entropy run's best checkpoint")
-    return path
-
-
 class SCSTStage(Stage):
     """Self-critical sequence training from ``train.init_from``'s best checkpoint."""
 
@@ -149,7 +126,7 @@ class SCSTStage(Stage):
         from keras_captioning.data.pipeline import count_examples
 
         cfg = self.cfg
-        self.init_path = _check_init_run(cfg, ctx.vocab)
+        self.init_path = init_checkpoint(cfg, ctx.vocab, "SCST")
         if not ("val" in ctx.manifest.get("counts", {}) and count_examples(ctx.manifest, "val", "random") > 0):
             raise CaptioningError(f"{ctx.features.path}: SCST selects and stops on the val split's CIDEr-D; "
                                   "there is no val split")

@@ -101,3 +101,31 @@ class Stage:
         """The log line that starts training."""
         return (f"training {self.cfg.model.type}: {self.num_examples(ctx)} examples, {steps} steps/epoch, "
                 f"epochs {first_epoch + 1}..{self.cfg.train.epochs}, policy {ctx.policy}")
+
+
+def init_checkpoint(cfg, vocab, stage: str) -> str:
+    """``train.init_from``'s best.keras, after checking it belongs to these features and this model type.
+
+    ``stage`` names the stage in the error when the checkpoint is missing.
+    """
+    import os
+
+    from keras_captioning.run_directory import RunDirectory
+
+    init = cfg.train.init_from
+    init_run = RunDirectory(init)
+    info = init_run.info()
+    if info.get("model_type") != cfg.model.type:
+        raise CaptioningError(f"{init}: holds a '{info.get('model_type')}' model, not model.type="
+                              f"'{cfg.model.type}'")
+    if info.get("backbone") != cfg.features.backbone:
+        raise CaptioningError(f"{init}: trained on '{info.get('backbone')}' features, not "
+                              f"features.backbone='{cfg.features.backbone}'")
+    init_vocab = init_run.vocab()
+    if init_vocab.fingerprint() != vocab.fingerprint():
+        raise CaptioningError(f"{init_run.vocab_path}: not the vocabulary of {cfg.features_dir} (the model's "
+                              "token ids would not match the features' captions)")
+    path = init_run.checkpoint("best")
+    if not os.path.isfile(path):
+        raise CaptioningError(f"{path}: not found; {stage} starts from a trained run's best checkpoint")
+    return path

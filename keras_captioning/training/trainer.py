@@ -64,6 +64,10 @@ def stage_for(cfg: ExperimentConfig):
         from keras_captioning.training.scst_stage import SCSTStage
 
         return SCSTStage(cfg)
+    if cfg.train.objective == "finetune":  # trains train.init_from's best.keras with its CNN, from images
+        from keras_captioning.training.finetune_stage import FineTuneStage
+
+        return FineTuneStage(cfg)
     from keras_captioning.training.cross_entropy_stage import CrossEntropyStage
 
     return CrossEntropyStage(cfg)
