@@ -31,12 +31,13 @@ import tensorflow as tf
 from keras import ops
 
 from keras_captioning.errors import CaptioningError
+from keras_captioning.models.wraps_captioner import WrapsCaptioner
 
 FEATURES = ("grid", "pooled")
 
 
 @keras.saving.register_keras_serializable(package="keras_captioning")
-class EncoderCaptioner(keras.Model):
+class EncoderCaptioner(WrapsCaptioner, keras.Model):
     """A ``CaptionModel`` with the CNN in front of it (see the module docstring).
 
     Args:
@@ -58,23 +59,6 @@ class EncoderCaptioner(keras.Model):
         self.encoder_learning_rate = float(encoder_learning_rate)
         self.encoder_clipnorm = encoder_clipnorm
         self.encoder_optimizer = keras.optimizers.Adam(self.encoder_learning_rate, clipnorm=encoder_clipnorm)
-
-    # ------------------------------------------------------------------ the captioner's attributes
-    @property
-    def vocab_size(self):
-        return self.captioner.vocab_size
-
-    @property
-    def pad_id(self):
-        return self.captioner.pad_id
-
-    @property
-    def start_id(self):
-        return self.captioner.start_id
-
-    @property
-    def end_id(self):
-        return self.captioner.end_id
 
     @property
     def metrics(self):
@@ -142,9 +126,6 @@ class EncoderCaptioner(keras.Model):
     # ------------------------------------------------------------------ decoding
     def init_decode(self, features):
         return self.captioner.init_decode(self.encode(features))
-
-    def decode_step(self, tokens, state, context):
-        return self.captioner.decode_step(tokens, state, context)
 
     # ------------------------------------------------------------------ saving
     def compile_from_config(self, config):

@@ -26,14 +26,12 @@ it (``features/fine_tuned.py``), and ``Captioner.from_run`` (hence ``caption``, 
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import keras
 
 from keras_captioning.errors import CaptioningError
-from keras_captioning.training.stage import Stage, init_checkpoint
-from keras_captioning.utils import atomic_output
+from keras_captioning.training.stage import Stage, check_init_stage, init_checkpoint, start_from_init
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +68,7 @@ class FineTuneStage(Stage):
 
     def check(self) -> None:
         cfg = self.cfg
-        if cfg.train.strategy != "default":
-            raise CaptioningError("train.objective=finetune runs on one device: set train.strategy=default")
-        if os.path.abspath(cfg.train.init_from) == os.path.abspath(cfg.run_dir):
-            raise CaptioningError(f"train.run_dir={cfg.run_dir} is the init run itself; fine-tuning writes its own "
-                                  "run directory (set train.run_dir, e.g. runs/<name>_finetune)")
+        check_init_stage(cfg, "fine-tuning", "finetune")
         if cfg.features.backbone == "patches":
             raise CaptioningError("features.backbone=patches has no weights to fine-tune")
 
@@ -137,18 +131,9 @@ class FineTuneStage(Stage):
 
     def start(self, ctx, fit_model, validation):
         """Scores the init model through the CNN (the best to beat) and makes it the run's best.keras."""
-        logs = {}
-        validation.set_model(fit_model)
-        validation.on_epoch_end(-1, logs)
-        init_score = logs["val_cider_d"]
-        os.makedirs(ctx.run.checkpoints_dir, exist_ok=True)
-        with atomic_output(ctx.run.checkpoint("best"), suffix=".keras") as tmp:
-            fit_model.save(tmp)
-        log.info("finetune: init model %s with the %s encoder scores val CIDEr-D %.1f (greedy); best.keras until "
-                 "an epoch beats it", self.init_path, self.cfg.features.backbone, 100 * init_score)
-        state = {"best": init_score, "schedule": {"best": init_score}, "next_epoch": 0}
-        return state, {"init_from": self.cfg.train.init_from, "init_val_cider_d": init_score,
-                       "finetune_from": self.cfg.train.finetune_from}
+        state, extra = start_from_init(ctx, fit_model, validation, self.init_path, fit_model.save, "finetune",
+                                       monitor=self.selection(ctx)[0])
+        return state, {**extra, "finetune_from": self.cfg.train.finetune_from}
 
     def epoch_dataset(self, ctx, epoch: int, steps: int):
         return self.sets["train"].train_batches(self.cfg.train.batch_size, seed=self.cfg.train.seed + epoch).take(steps)

@@ -40,13 +40,14 @@ import tensorflow as tf
 
 from keras_captioning.decoding import _common  # the decoders' graph loop and log-softmax
 from keras_captioning.errors import CaptioningError
+from keras_captioning.models.wraps_captioner import WrapsCaptioner
 from keras_captioning.ranges import CHOICES
 
 BASELINES = CHOICES[("train", "scst_baseline")]
 LOGGED = ("loss", "reward", "baseline", "advantage", "length", "entropy")
 
 
-class SCSTTrainer(keras.Model):
+class SCSTTrainer(WrapsCaptioner, keras.Model):
     """``fit`` wrapper that fine-tunes ``captioner`` with self-critical policy gradients.
 
     Args:
@@ -97,21 +98,6 @@ class SCSTTrainer(keras.Model):
 
     def init_decode(self, features):
         return self.captioner.init_decode(features)
-
-    def decode_step(self, tokens, state, context):
-        return self.captioner.decode_step(tokens, state, context)
-
-    @property
-    def start_id(self):
-        return self.captioner.start_id
-
-    @property
-    def end_id(self):
-        return self.captioner.end_id
-
-    @property
-    def pad_id(self):
-        return self.captioner.pad_id
 
     # ------------------------------------------------------------------ one step
 

@@ -30,8 +30,7 @@ import keras
 
 from keras_captioning.errors import CaptioningError
 from keras_captioning.training import callbacks as cb
-from keras_captioning.training.stage import Stage, init_checkpoint
-from keras_captioning.utils import atomic_output
+from keras_captioning.training.stage import Stage, check_init_stage, init_checkpoint, start_from_init
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +113,7 @@ class SCSTStage(Stage):
     objective = "scst"
 
     def check(self) -> None:
-        cfg = self.cfg
-        if cfg.train.strategy != "default":
-            raise CaptioningError("train.objective=scst runs on one device: set train.strategy=default")
-        # Checked before anything can delete run_dir (--overwrite, a dead first attempt).
-        if os.path.abspath(cfg.train.init_from) == os.path.abspath(cfg.run_dir):
-            raise CaptioningError(f"train.run_dir={cfg.run_dir} is the init run itself; SCST writes its own "
-                                  "run directory (set train.run_dir, e.g. runs/<name>_scst)")
+        check_init_stage(self.cfg, "SCST", "scst")
 
     def prepare(self, ctx) -> None:
         from keras_captioning.data.pipeline import count_examples
@@ -167,17 +160,8 @@ class SCSTStage(Stage):
 
     def start(self, ctx, fit_model, validation):
         """Scores the init model (the best to beat) and makes it the run's best.keras."""
-        logs = {}
-        validation.set_model(fit_model)
-        validation.on_epoch_end(-1, logs)
-        init_score = logs["val_cider_d"]
-        os.makedirs(ctx.run.checkpoints_dir, exist_ok=True)
-        with atomic_output(ctx.run.checkpoint("best")) as tmp:
-            shutil.copyfile(self.init_path, tmp)
-        log.info("scst: init model %s scores val CIDEr-D %.1f (greedy); best.keras until an epoch beats it",
-                 self.init_path, 100 * init_score)
-        state = {"best": init_score, "schedule": {"best": init_score}, "next_epoch": 0}
-        return state, {"init_from": self.cfg.train.init_from, "init_val_cider_d": init_score}
+        return start_from_init(ctx, fit_model, validation, self.init_path,
+                               lambda path: shutil.copyfile(self.init_path, path), "scst")
 
     def epoch_dataset(self, ctx, epoch: int, steps: int):
         part = make_image_dataset(ctx.features.shard_pattern("train"), self.cfg.train.batch_size, feature=ctx.feature,

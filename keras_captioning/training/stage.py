@@ -103,6 +103,43 @@ class Stage:
                 f"epochs {first_epoch + 1}..{self.cfg.train.epochs}, policy {ctx.policy}")
 
 
+def start_from_init(ctx, fit_model, validation, init_path: str, write_best, stage: str,
+                    monitor: str = "val_cider_d") -> tuple[dict, dict]:
+    """The first state of a stage that starts from ``train.init_from``: the init model's decoded val
+    score (``monitor``) is the best to beat, and ``write_best(path)`` makes it the run's best.keras."""
+    import logging
+    import os
+
+    from keras_captioning.utils import atomic_output
+
+    logs = {}
+    validation.set_model(fit_model)
+    validation.on_epoch_end(-1, logs)
+    score = logs[monitor]
+    os.makedirs(ctx.run.checkpoints_dir, exist_ok=True)
+    with atomic_output(ctx.run.checkpoint("best"), suffix=".keras") as tmp:
+        write_best(tmp)
+    logging.getLogger(__name__).info("%s: init model %s scores %s %.1f (greedy); best.keras until an epoch beats it",
+                                     stage, init_path, monitor, 100 * score)
+    state = {"best": score, "schedule": {"best": score}, "next_epoch": 0}
+    return state, {"init_from": ctx.cfg.train.init_from, f"init_{monitor}": score}
+
+
+def check_init_stage(cfg, stage: str, suffix: str) -> None:
+    """A stage that starts from ``train.init_from``: one device, and a run directory of its own.
+
+    Checked before anything can delete ``run_dir`` (``--overwrite``, a dead first attempt).
+    """
+    import os
+
+    if cfg.train.strategy != "default":
+        raise CaptioningError(f"train.objective={cfg.train.objective} runs on one device: set "
+                              "train.strategy=default")
+    if os.path.abspath(cfg.train.init_from) == os.path.abspath(cfg.run_dir):
+        raise CaptioningError(f"train.run_dir={cfg.run_dir} is the init run itself; {stage} writes its own run "
+                              f"directory (set train.run_dir, e.g. runs/<name>_{suffix})")
+
+
 def init_checkpoint(cfg, vocab, stage: str) -> str:
     """``train.init_from``'s best.keras, after checking it belongs to these features and this model type.
 
