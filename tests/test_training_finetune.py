@@ -297,3 +297,15 @@ def test_finetune_settings_are_checked(finetuned, tmp_path):
             "features.image_size": SIZE, "features.alpha": "null", "train.objective": "finetune",
             "train.init_from": finetuned.ce, "train.finetune_from": "blocks_99"}))
 
+
+
+def test_plateau_schedule_decays_the_encoder_rate_too():
+    from keras_captioning.training.selection import MetricSchedule
+
+    model = _model(encoder_lr=1e-4)
+    schedule = MetricSchedule("val_cider_d", "max", lr_factor=0.5, lr_patience=1)
+    schedule.set_model(model)
+    schedule.on_epoch_end(0, {"val_cider_d": 0.5})
+    schedule.on_epoch_end(1, {"val_cider_d": 0.4})
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(5e-4)
+    assert float(model.encoder_optimizer.learning_rate.numpy()) == pytest.approx(5e-5)

@@ -142,6 +142,10 @@ class MetricSchedule(keras.callbacks.Callback):
         if self.lr_patience and self.lr_wait >= self.lr_patience and lr > self.min_lr:
             new_lr = max(lr * self.lr_factor, self.min_lr)
             self.model.optimizer.learning_rate = new_lr
+            encoder = getattr(self.model, "encoder_optimizer", None)  # a fine-tuned CNN's own rate decays alike
+            if encoder is not None:
+                encoder.learning_rate = max(float(keras.ops.convert_to_numpy(encoder.learning_rate)) * self.lr_factor,
+                                            self.min_lr)
             self.lr_wait = 0
             log.info("epoch %d: %s did not improve for %d epochs; learning rate %.3g -> %.3g",
                      epoch + 1, self.monitor, self.lr_patience, lr, new_lr)
