@@ -309,3 +309,18 @@ def test_plateau_schedule_decays_the_encoder_rate_too():
     schedule.on_epoch_end(1, {"val_cider_d": 0.4})
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(5e-4)
     assert float(model.encoder_optimizer.learning_rate.numpy()) == pytest.approx(5e-5)
+
+
+def test_a_fresh_process_loads_the_checkpoint(finetuned):
+    """Only what every loader imports (``keras_captioning.models``) registers the class."""
+    import subprocess
+    import sys
+
+    from keras_captioning.run_directory import RunDirectory
+    from tests.helpers import subprocess_env
+
+    code = ("import sys; from keras_captioning.training.callbacks import read_checkpoint; "
+            "print(type(read_checkpoint(sys.argv[1], compile=False)).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, RunDirectory(finetuned.ft).checkpoint("last")],
+                         capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "EncoderCaptioner", out.stderr[-2000:]

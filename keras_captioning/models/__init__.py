@@ -6,6 +6,7 @@ from keras_captioning.models.attention_captioner import AttentionCaptioner
 from keras_captioning.models.bahdanau_attention import BahdanauAttention
 from keras_captioning.models.caption_model import CaptionModel
 from keras_captioning.models.cnn_encoder import CNNEncoder
+from keras_captioning.models.encoder_captioner import EncoderCaptioner
 from keras_captioning.models.merge_captioner import MergeCaptioner, build_merge_captioner
 from keras_captioning.models.rnn_decoder import RNNDecoder
 from keras_captioning.models.transformer_attention import TransformerAttention
@@ -19,6 +20,7 @@ __all__ = [
     "CNNEncoder",
     "CaptionLoss",
     "CaptionModel",
+    "EncoderCaptioner",
     "MergeCaptioner",
     "Perplexity",
     "RNNDecoder",
