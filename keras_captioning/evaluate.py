@@ -257,6 +257,9 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
                               f"valid: [1, {min(len(vocab), 100)}]")
     manifest = run.manifest()
     features_dir = info["features_dir"]
+    out_dir = out_dir or os.path.join(run_dir, report_dir_name(cfg, split, checkpoint, beam, length_penalty))
+    _check_report_dir(out_dir, {"split": split, "checkpoint": checkpoint, "beam": beam,
+                                "length_penalty": length_penalty}, overwrite)
     model = None
     if info.get("objective") == "finetune":  # the run's own CNN makes the features it is scored on
         from keras_captioning.features.fine_tuned import fine_tuned_features
@@ -264,14 +267,11 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
         model = load_model(run_dir, checkpoint)
         features_dir = fine_tuned_features(run, model, cfg, split, checkpoint)
         model = model.captioner
-    # The shards are still there and match their manifest (size, checksum), before loading anything.
+    # The shards are still there and match their manifest (size, checksum), before decoding anything.
     damaged = damaged_shards(features_dir, read_manifest(features_dir), splits=[split])
     if damaged:
         raise CaptioningError(f"{damaged[0][0]}: {damaged[0][1]} ({len(damaged)} damaged shard(s) of split "
                               f"'{split}'); run the features step again to redo them")
-    out_dir = out_dir or os.path.join(run_dir, report_dir_name(cfg, split, checkpoint, beam, length_penalty))
-    _check_report_dir(out_dir, {"split": split, "checkpoint": checkpoint, "beam": beam,
-                                "length_penalty": length_penalty}, overwrite)
     model = model or load_model(run_dir, checkpoint)
     feature = model_type(cfg.model.type).feature
     decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,

@@ -51,6 +51,7 @@ class ImageCaptionSet:
         self.captions = [list(map(list, c)) for c in captions]
         self.references = [list(r) for r in references]
         self.image_size = int(image_size)
+        self._captions_padded = None  # _caption_array(), built once for all epochs
 
     @classmethod
     def from_records(cls, records, vocab, image_size: int, max_length: int | None = None, name: str = "split"):
@@ -88,12 +89,15 @@ class ImageCaptionSet:
 
     def _caption_array(self) -> np.ndarray:
         """int32 (N, K, L): every image's captions, zero rows where an image has fewer than K."""
+        if self._captions_padded is not None:
+            return self._captions_padded
         k = max(map(len, self.captions))
         width = max(len(seq) for caps in self.captions for seq in caps)
         out = np.zeros((len(self), k, width), np.int32)
         for i, caps in enumerate(self.captions):
             for j, seq in enumerate(caps):
                 out[i, j, :len(seq)] = seq
+        self._captions_padded = out
         return out
 
     def _pixels(self, order: np.ndarray, *extra):

@@ -113,8 +113,12 @@ class EncoderCaptioner(WrapsCaptioner, keras.Model):
             return
         grads = [g / ops.cast(scale, g.dtype) if g is not None else g for g in grads]
         finite = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads if g is not None]))
-        tf.cond(finite, lambda: self.encoder_optimizer.apply(grads, variables) or tf.constant(True),
-                lambda: tf.constant(False))
+
+        def step():
+            self.encoder_optimizer.apply(grads, variables)
+            return tf.constant(True)
+
+        tf.cond(finite, step, lambda: tf.constant(False))  # as LossScaleOptimizer skips a non-finite step
 
     def test_step(self, data):
         cap = self.captioner

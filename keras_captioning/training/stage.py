@@ -16,9 +16,12 @@ reads shards.
 
 from __future__ import annotations
 
+import logging
 import math
 
 from keras_captioning.errors import CaptioningError
+
+log = logging.getLogger(__name__)
 
 
 class Stage:
@@ -107,7 +110,6 @@ def start_from_init(ctx, fit_model, validation, init_path: str, write_best, stag
                     monitor: str = "val_cider_d") -> tuple[dict, dict]:
     """The first state of a stage that starts from ``train.init_from``: the init model's decoded val
     score (``monitor``) is the best to beat, and ``write_best(path)`` makes it the run's best.keras."""
-    import logging
     import os
 
     from keras_captioning.utils import atomic_output
@@ -119,8 +121,8 @@ def start_from_init(ctx, fit_model, validation, init_path: str, write_best, stag
     os.makedirs(ctx.run.checkpoints_dir, exist_ok=True)
     with atomic_output(ctx.run.checkpoint("best"), suffix=".keras") as tmp:
         write_best(tmp)
-    logging.getLogger(__name__).info("%s: init model %s scores %s %.1f (greedy); best.keras until an epoch beats it",
-                                     stage, init_path, monitor, 100 * score)
+    log.info("%s: init model %s scores %s %.1f (greedy); best.keras until an epoch beats it",
+             stage, init_path, monitor, 100 * score)
     state = {"best": score, "schedule": {"best": score}, "next_epoch": 0}
     return state, {"init_from": ctx.cfg.train.init_from, f"init_{monitor}": score}
 
