@@ -67,9 +67,9 @@ class Captioner:
         ``weights`` overrides where the backbone's weights come from (e.g. a local ImageNet
         file when the run recorded "imagenet" and this machine is offline).
         """
-        from keras_captioning.evaluate import load_model
         from keras_captioning.models.registry import model_type
         from keras_captioning.run_directory import RunDirectory
+        from keras_captioning.split_decoding import load_model
 
         run = RunDirectory(run_dir)
         info = run.info()

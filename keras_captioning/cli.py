@@ -56,7 +56,7 @@ def cmd_evaluate(args) -> int:
     from keras_captioning.evaluate import evaluate_run
 
     result = evaluate_run(args.run, split=args.split, beam=args.beam, checkpoint=args.checkpoint,
-                          length_penalty=args.length_penalty, overwrite=args.overwrite)
+                          length_penalty=args.length_penalty, overwrite=args.overwrite, ensemble=args.ensemble)
     print(result["table"])
     print(f"evaluate: report in {result['report_dir']}")
     return 0
@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="best (on train.select_on), best-val_loss (lowest teacher-forced val loss), last")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a report folder that holds a report made with other settings")
+    p.add_argument("--ensemble", action="append", default=None, metavar="RUN",
+                   help="another run decoding with --run as one model (the mean of their next-word "
+                        "probabilities; same vocabulary, each its own features); repeatable")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("caption", help="caption image files or folders with a trained run or bundle")

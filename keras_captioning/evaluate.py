@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,13 @@ import numpy as np
 
 from keras_captioning.errors import CaptioningError
 from keras_captioning.run_directory import RunDirectory
+from keras_captioning.split_decoding import (  # noqa: F401  (load_model: evaluate's public name)
+    check_ensemble,
+    decode_split,
+    decode_split_ensemble,
+    load_model,
+    scored_model,
+)
 from keras_captioning.utils import atomic_output, make_dirs, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -49,63 +57,6 @@ def default_metrics() -> tuple:
 
     official = shutil.which("java") and importlib.util.find_spec("pycocoevalcap") is not None
     return ALL_METRICS if official else DEFAULT_METRICS
-
-
-def load_model(run_dir: str, checkpoint: str = "best"):
-    from keras_captioning.training.callbacks import read_checkpoint
-
-    run = RunDirectory(run_dir)
-    path = run.checkpoint(checkpoint)
-    if not os.path.exists(path):
-        fallback = run.checkpoint(run.LAST)
-        if not os.path.exists(fallback):
-            raise CaptioningError(f"{run_dir}: no checkpoint in checkpoints/; train the run first")
-        path = fallback
-    return read_checkpoint(path, compile=False)  # a damaged file is an error naming it
-
-
-def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam: int,
-                 max_length: int, batch_size: int = 64, length_penalty: float = 0.0) -> list:
-    """Decodes every image of ``split``; returns one dict per image."""
-    from keras_captioning.data.pipeline import make_eval_dataset
-    from keras_captioning.features.feature_folder import FeatureFolder
-
-    folder = FeatureFolder(features_dir)
-    pattern = folder.shard_pattern(split)
-    if not folder.shard_files(split):
-        raise CaptioningError(f"{features_dir}: no shards for split '{split}' ({pattern})")
-    out = []
-    try:
-        for batch in make_eval_dataset(pattern, batch_size, feature=feature):
-            out.extend(_decode_batch(model, vocab, batch, beam, max_length, length_penalty))
-            log.info("decoded %d images of %s", len(out), split)
-    except Exception as err:
-        from keras_captioning.data.shards import shard_read_error
-
-        named = shard_read_error(err, folder.shard_files(split), "extract the features again (features --overwrite)")
-        if named is err:
-            raise
-        raise named from None
-    return out
-
-
-def _decode_batch(model, vocab, batch, beam: int, max_length: int, length_penalty: float) -> list:
-    """One dict per image of an eval batch: id, tokens, caption, references, attention."""
-    from keras_captioning.decoding import decode_best, decode_captions
-
-    out = []
-    result = decode_best(model, batch["features"], max_length, beam, length_penalty)
-    ids = [x.decode("utf-8") for x in batch["image_id"].numpy()]
-    refs = batch["references"].numpy()
-    for i, (image_id, row, caption) in enumerate(zip(ids, result.token_lists(), decode_captions(result, vocab))):
-        out.append({
-            "image_id": image_id,
-            "tokens": row,
-            "caption": caption,
-            "references": [r.decode("utf-8") for r in refs[i] if r],
-            "attention": None if result.attention is None else result.attention[i][: len(row)],
-        })
-    return out
 
 
 def format_table(rows: list, columns: list) -> str:
@@ -231,21 +182,24 @@ def wordnet_missing() -> str | None:
 
 def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None,
                  checkpoint: str = "best", out_dir: str | None = None, metrics=None,
-                 length_penalty: float | None = None, overwrite: bool = False) -> dict:
+                 length_penalty: float | None = None, overwrite: bool = False,
+                 ensemble: list | None = None) -> dict:
     """Decodes ``split`` with the run's model, scores it and writes the report folder.
 
     The folder is :func:`report_dir_name`'s (one per split, checkpoint and decoding setting)
     unless ``out_dir`` is given; a folder holding a report of other settings is refused
     unless ``overwrite``. A metric whose optional resource is missing (METEOR without WordNet)
     is reported as NaN ("n/a") with a warning saying how to install it; the rest complete.
+
+    ``ensemble``: other runs (same vocabulary, each with its own features of the same split)
+    decoding with this one as one model, the mean of their next-word probabilities; the
+    report is this run's (its config, its folder), named for the ensemble.
     """
     from keras_captioning import metrics as kc_metrics
-    from keras_captioning.data.shards import damaged_shards, read_manifest
-    from keras_captioning.models.registry import model_type
     from keras_captioning.ranges import check_value
 
     run = RunDirectory(run_dir)
-    info = run.info()
+    run.info()  # refuses a folder that is not a run
     cfg = run.config()
     split = split or cfg.eval.split
     beam = cfg.eval.beam if beam is None else check_value("eval", "beam", beam, "--beam")
@@ -256,26 +210,24 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
         raise CaptioningError(f"--beam={beam} is wider than the run's vocabulary ({len(vocab)} tokens); "
                               f"valid: [1, {min(len(vocab), 100)}]")
     manifest = run.manifest()
-    features_dir = info["features_dir"]
-    out_dir = out_dir or os.path.join(run_dir, report_dir_name(cfg, split, checkpoint, beam, length_penalty))
-    _check_report_dir(out_dir, {"split": split, "checkpoint": checkpoint, "beam": beam,
-                                "length_penalty": length_penalty}, overwrite)
-    model = None
-    if info.get("objective") == "finetune":  # the run's own CNN makes the features it is scored on
-        from keras_captioning.features.fine_tuned import fine_tuned_features
-
-        model = load_model(run_dir, checkpoint)
-        features_dir = fine_tuned_features(run, model, cfg, split, checkpoint)
-        model = model.captioner
-    # The shards are still there and match their manifest (size, checksum), before decoding anything.
-    damaged = damaged_shards(features_dir, read_manifest(features_dir), splits=[split])
-    if damaged:
-        raise CaptioningError(f"{damaged[0][0]}: {damaged[0][1]} ({len(damaged)} damaged shard(s) of split "
-                              f"'{split}'); run the features step again to redo them")
-    model = model or load_model(run_dir, checkpoint)
-    feature = model_type(cfg.model.type).feature
-    decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,
-                           cfg.eval.batch_size, length_penalty)
+    others = check_ensemble(run_dir, ensemble or [], vocab)
+    settings = {"split": split, "checkpoint": checkpoint, "beam": beam, "length_penalty": length_penalty}
+    name = report_dir_name(cfg, split, checkpoint, beam, length_penalty)
+    if others:
+        settings["ensemble"] = [os.path.abspath(o) for o in others]
+        digest = hashlib.sha1("\n".join(settings["ensemble"]).encode("utf-8")).hexdigest()[:8]
+        name = f"{name}-ensemble{len(others) + 1}-{digest}"
+    out_dir = out_dir or os.path.join(run_dir, name)
+    _check_report_dir(out_dir, settings, overwrite)
+    if others:
+        scored = [scored_model(r, split, checkpoint) for r in [run_dir] + others]
+        decoded = decode_split_ensemble([m for m, _, _ in scored], [run_dir] + others, vocab,
+                                        [d for _, d, _ in scored], [k for _, _, k in scored], split, beam,
+                                        cfg.eval.max_length, cfg.eval.batch_size, length_penalty)
+    else:
+        model, features_dir, feature = scored_model(run_dir, split, checkpoint)
+        decoded = decode_split(model, vocab, features_dir, split, feature, beam, cfg.eval.max_length,
+                               cfg.eval.batch_size, length_penalty)
 
     make_dirs(out_dir)
     predictions = [{"image_id": _id_for_json(d["image_id"]), "caption": d["caption"]} for d in decoded]
@@ -298,6 +250,8 @@ def evaluate_run(run_dir: str, split: str | None = None, beam: int | None = None
     scores.update(kc_metrics.diversity_scores(res, gts, train_captions))  # how varied the captions are
     meta = {**describe_run(cfg, manifest), "split": split, "beam": beam, "length_penalty": length_penalty,
             "num_images": len(decoded), "checkpoint": checkpoint, "unavailable": unavailable}
+    if others:
+        meta["ensemble"] = [run_dir] + others
     write_json_atomic(os.path.join(out_dir, "per_image.json"), [
         {"image_id": d["image_id"], "caption": d["caption"], "references": d["references"],
          "scores": per_image.get(d["image_id"], {})} for d in decoded], indent=1)

@@ -4,6 +4,7 @@ so ``keras.saving.load_model`` can rebuild a saved captioner."""
 from keras_captioning.losses import CaptionLoss, Perplexity
 from keras_captioning.models.attention_captioner import AttentionCaptioner
 from keras_captioning.models.bahdanau_attention import BahdanauAttention
+from keras_captioning.models.caption_ensemble import CaptionEnsemble
 from keras_captioning.models.caption_model import CaptionModel
 from keras_captioning.models.cnn_encoder import CNNEncoder
 from keras_captioning.models.encoder_captioner import EncoderCaptioner
@@ -18,6 +19,7 @@ __all__ = [
     "AttentionCaptioner",
     "BahdanauAttention",
     "CNNEncoder",
+    "CaptionEnsemble",
     "CaptionLoss",
     "CaptionModel",
     "EncoderCaptioner",
