@@ -70,8 +70,10 @@ class CaptionModel:
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Under a tf.distribute strategy Keras 3 builds the model from a first batch it
         # all-reduces across replicas; MultiWorkerMirroredStrategy cannot reduce a dict batch
-        # ("unsupported type <class 'dict'>"). With every layer and the optimizer already
-        # built (the trainer builds both in the strategy scope) there is nothing to build.
+        # ("unsupported type <class 'dict'>"; open upstream as keras-team/keras#20329, no public
+        # hook skips it). With every layer and the optimizer already built (the trainer builds
+        # both in the strategy scope) there is nothing to build. tests/test_multiworker.py fails
+        # without this override.
         if all(layer.built for layer in self._flatten_layers()) and (
                 self.optimizer is None or self.optimizer.built):
             return
