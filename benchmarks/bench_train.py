@@ -156,10 +156,18 @@ def bench_train_lengths(ctx: Context) -> list[Result]:
              f"backward) = {flops / peak:.0%} of this machine's measured float32 matmul peak ({peak / 1e9:.0f} GFLOP/s)")
     transformer_rate = median(rates(real_ours, transformer_s))
     gru_rates = rates(real_ours, ours_s)
+    # What 3x the GRU model's real tokens/s would take: the Transformer's useful FLOPs per real
+    # token times that rate, against the matmul peak (above 100 %: out of reach on this machine).
+    t_flops = transformer_useful_flops(transformer, real_ours, images)
+    needed = t_flops / real_ours * 3 * median(gru_rates)
     notes_transformer = (f"the Transformer captioner (model.type transformer, {transformer_sizes(transformer)}) "
                          f"trained on row 2b's batches (the same images, captions, buckets and image-major "
                          f"layout), its repetitions alternating with 2b's in the same run; first pass (traces) "
-                         f"{t_transformer:.1f}s")
+                         f"{t_transformer:.1f}s; useful work per real token {t_flops / real_ours / 1e6:.1f} MFLOP "
+                         f"(GRU attention {useful_flops(s, real_ours, images) / real_ours / 1e6:.1f}), reaching "
+                         f"{t_flops / median(transformer_s) / 1e9:.1f} GFLOP/s = "
+                         f"{t_flops / median(transformer_s) / peak:.0%} of the matmul peak; 3x the GRU model's "
+                         f"tokens/s would need {needed / 1e9:.0f} GFLOP/s = {needed / peak:.0%} of it")
     return [Result("train", "2b. training step, real lengths", "tokens/s", ours_rate, study_rate, 5.0, True,
                    gru_rates, rates(real_study, study_s), notes),
             Result("train", "2c. transformer training, real lengths", "tokens/s", transformer_rate, study_rate,
@@ -217,6 +225,25 @@ def useful_flops(s, real_tokens: int, images: int) -> float:
     a = s.units  # attention units = units in these benchmarks
     per_image = r * d * e + r * e * a
     per_token = u * a + 2 * r * a + r * e + 2 * e * 3 * u + u * 3 * u + u * u + u * v
+    return 3 * 2 * (images * per_image + real_tokens * per_token)
+
+
+def transformer_useful_flops(model, real_tokens: int, images: int) -> float:
+    """``useful_flops`` for the Transformer captioner (forward + backward ~ 3x forward).
+
+    Per image: the regions projected to the width (R x D -> W), the encoder layers over the R
+    regions (attention projections 4 W^2, scores and mixing 2 R W, feed-forward 2 W F per
+    region) and each decoder layer's cross-attention keys and values (2 R W^2). Per real target
+    token, in each decoder layer: self-attention projections (4 W^2) and its scores and mixing
+    over the caption prefix (2 P W, P ~ 8 here), the cross-attention query and output (2 W^2)
+    and its scores and mixing over the regions (2 R W), the feed-forward (2 W F); then the
+    output layer (W x V).
+    """
+    r, d, v = model.num_regions, model.feature_dim, model.vocab_size
+    w, f, layers, encoders = model.model_dim, model.ff_dim, model.num_layers, model.encoder_layers
+    prefix = 8
+    per_image = r * d * w + encoders * r * (4 * w * w + 2 * r * w + 2 * w * f) + layers * 2 * r * w * w
+    per_token = layers * (4 * w * w + 2 * prefix * w + 2 * w * w + 2 * r * w + 2 * w * f) + w * v
     return 3 * 2 * (images * per_image + real_tokens * per_token)
 
 
