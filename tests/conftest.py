@@ -15,6 +15,14 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    """Under ``-n N`` (xdist's "load"), schedule with "loadgroup": tests marked
+    ``xdist_group(name)`` run in one worker, so a costly module fixture they share (a
+    fine-tuned run) is built once, not once per worker; every other test is spread as before."""
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A trained smoke attention run: ``root`` (data/, features/, run/), ``run_dir``, ``cfg``."""

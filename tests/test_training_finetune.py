@@ -185,6 +185,9 @@ def test_image_caption_set_batches_images_once_with_all_their_captions(tmp_path,
 
 # ---------------------------------------------------------------- the stage, end to end
 
+#: The tests of the fine-tuned run share one worker under ``-n 2`` (see conftest.py): it is built once.
+FINETUNED = pytest.mark.xdist_group("finetuned")
+
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
@@ -197,7 +200,7 @@ def finetuned(tmp_path_factory):
     weights = str(root / "lite0.weights.h5")
     base.save_weights(weights)
     feats = {"features.backbone": "efficientnet_lite0", "features.weights": weights, "features.image_size": SIZE,
-             "features.alpha": "null", "train.epochs": 1}
+             "features.alpha": "null", "train.epochs": 1, "data.synthetic_images": 30}
     cfg = smoke_config(root, "attention", "ce", **feats)
     ce = train(cfg)
     ft_cfg = smoke_config(root, "attention", "ft", **{**feats, **{
@@ -207,7 +210,17 @@ def finetuned(tmp_path_factory):
     return types.SimpleNamespace(root=root, ce=ce, ft=ft, cfg=ft_cfg, weights=weights)
 
 
-def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned):
+@pytest.fixture(scope="module")
+def evaluated(finetuned):
+    """``evaluate_run`` of the fine-tuned run's last checkpoint on test, greedy, made once: it
+    encodes the split with the checkpoint's encoder (BLEU-4 only: no METEOR jar to start)."""
+    from keras_captioning.evaluate import evaluate_run
+
+    return evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1, metrics=["BLEU-4"])
+
+
+@FINETUNED
+def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned, evaluated):
     from keras_captioning.data.pipeline import make_eval_dataset
     from keras_captioning.evaluate import evaluate_run, load_model
     from keras_captioning.features.build import load_records
@@ -226,9 +239,8 @@ def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned):
     np.testing.assert_array_equal(base.get_layer("stem_conv").kernel.numpy(), init.get_layer("stem_conv").kernel.numpy())
     assert int(last.encoder_optimizer.iterations.numpy()) > 0
 
-    result = evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1)
     encoded = run.encoded_dir("last")
-    assert result["meta"]["num_images"] > 0
+    assert evaluated["meta"]["num_images"] > 0
     # The features it scored were made by the checkpoint's encoder, not by the weights file it started from.
     shards = sorted(glob.glob(f"{encoded}/test/test-*.tfrecord"))
     batch = next(iter(make_eval_dataset(shards, 4, feature="grid")))
@@ -238,22 +250,22 @@ def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned):
     assert np.abs(batch["features"].numpy()[0] - fresh(pixels)["grid"].numpy()[0]).max() > 1e-2
     # Reused while the checkpoint is unchanged.
     mtimes = [os.path.getmtime(p) for p in shards]
-    evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1, overwrite=True)
+    evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1, overwrite=True, metrics=["BLEU-4"])
     assert mtimes == [os.path.getmtime(p) for p in shards]
 
 
-def test_captioner_and_bundle_use_the_fine_tuned_encoder(finetuned, tmp_path):
+@FINETUNED
+def test_captioner_and_bundle_use_the_fine_tuned_encoder(finetuned, evaluated, tmp_path):
     from keras_captioning.captioner import Captioner
-    from keras_captioning.evaluate import evaluate_run, load_model
+    from keras_captioning.evaluate import load_model
     from keras_captioning.features.build import load_records
 
     captioner = Captioner.from_run(finetuned.ft, checkpoint="last")
     last = load_model(finetuned.ft, "last")
     for a, b in zip(captioner.backbone.weights, last.encoder.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    result = evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1, overwrite=True)
     paths = {r.image_id: r.image_path for r in load_records(finetuned.cfg)}
-    decoded = result["decoded"][:4]
+    decoded = evaluated["decoded"][:4]
     captions = captioner.caption([paths[d["image_id"]] for d in decoded], beam=1)
     assert [c["caption"] for c in captions] == [d["caption"] for d in decoded]
     bundle = Captioner.load(captioner.save(str(tmp_path / "bundle")))
@@ -261,6 +273,7 @@ def test_captioner_and_bundle_use_the_fine_tuned_encoder(finetuned, tmp_path):
         [d["caption"] for d in decoded]
 
 
+@FINETUNED
 def test_resume_continues_both_optimizers(finetuned, tmp_path):
     import shutil
 
@@ -280,6 +293,7 @@ def test_resume_continues_both_optimizers(finetuned, tmp_path):
     assert int(last.encoder_optimizer.iterations.numpy()) == int(last.optimizer.iterations.numpy()) == steps * 3 // 2
 
 
+@FINETUNED
 def test_finetune_settings_are_checked(finetuned, tmp_path):
     from keras_captioning.training.trainer import train
 
@@ -288,14 +302,14 @@ def test_finetune_settings_are_checked(finetuned, tmp_path):
     cfg = smoke_config(finetuned.root, "attention", "ft2", **{
         "features.backbone": "efficientnet_lite0", "features.weights": finetuned.weights, "features.image_size": SIZE,
         "features.alpha": "null", "train.objective": "finetune", "train.init_from": finetuned.ft,
-        "train.finetune_from": FIRST})
+        "train.finetune_from": FIRST, "data.synthetic_images": 30})
     with pytest.raises(CaptioningError, match="is a fine-tuning run"):
         train(cfg)
     with pytest.raises(CaptioningError, match="no such layer"):
         train(smoke_config(finetuned.root, "attention", "ft3", **{
             "features.backbone": "efficientnet_lite0", "features.weights": finetuned.weights,
             "features.image_size": SIZE, "features.alpha": "null", "train.objective": "finetune",
-            "train.init_from": finetuned.ce, "train.finetune_from": "blocks_99"}))
+            "train.init_from": finetuned.ce, "train.finetune_from": "blocks_99", "data.synthetic_images": 30}))
 
 
 
@@ -311,6 +325,7 @@ def test_plateau_schedule_decays_the_encoder_rate_too():
     assert float(model.encoder_optimizer.learning_rate.numpy()) == pytest.approx(5e-5)
 
 
+@FINETUNED
 def test_a_fresh_process_loads_the_checkpoint(finetuned):
     """Only what every loader imports (``keras_captioning.models``) registers the class."""
     import subprocess
