@@ -14,7 +14,6 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402
 
-
 #: Modules whose tests share a costly module fixture (a fine-tuned run, a traced Lite0 model):
 #: under ``-n N`` each runs whole in one worker, so the fixture is built once, not once per worker.
 ONE_WORKER_MODULES = ("tests/test_training_finetune.py",)
