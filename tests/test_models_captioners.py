@@ -78,9 +78,11 @@ def test_decode_steps_reproduce_teacher_forced_logits(model_and_inputs):
         assert (attention is None) == isinstance(model, MergeCaptioner)
 
 
-#: test_models_transformer.py::test_keras_round_trip saves this same configuration (post-norm,
-#: sinusoidal positions); the default suite keeps [transformer] here and that one.
-SLOW_ROUND_TRIP = {"transformer-post-sinusoidal"}
+#: Round trips left to the slow suite (each ~8-19 s under load): the Transformer's is
+#: test_models_transformer.py::test_keras_round_trip (two layers, post-norm, sinusoidal, with beam
+#: search and a training step); [attention-gru-init] and [attention-lstm-vector] save an
+#: initial-state layer and an LSTM, as [attention-lstm-init] does.
+SLOW_ROUND_TRIP = {"transformer", "transformer-post-sinusoidal", "attention-lstm-init"}
 
 
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_ROUND_TRIP else k
