@@ -14,6 +14,27 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402
 
+#: Modules whose tests share a costly module fixture (a fine-tuned run, a traced Lite0 model):
+#: under ``-n N`` each runs whole in one worker, so the fixture is built once, not once per worker.
+ONE_WORKER_MODULES = ("tests/test_training_finetune.py",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's "load" with the tests of ``ONE_WORKER_MODULES`` as one work unit each (the
+    largest units go first); every other test is its own unit, spread as before. (The
+    ``xdist_group`` marks of ``--dist loadgroup`` are ignored under pytest 9 with xdist 3.8.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerModules(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else nodeid
+
+    return OneWorkerModules(config, log)
+
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):

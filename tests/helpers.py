@@ -65,7 +65,8 @@ def caption_pairs(batches):
 TINY = dict(vocab_size=20, feature_dim=8, num_regions=4, embedding_dim=8, units=16, attention_units=8)
 
 
-TINY_TRANSFORMER = dict(model_dim=8, num_heads=2, ff_dim=16, num_layers=2, encoder_layers=1, max_positions=10)
+#: One decoder layer: the multi-layer cache and the chosen map layer are test_models_transformer's.
+TINY_TRANSFORMER = dict(model_dim=8, num_heads=2, ff_dim=16, num_layers=1, encoder_layers=1, max_positions=10)
 
 
 def tiny_captioner(kind="attention", **overrides):

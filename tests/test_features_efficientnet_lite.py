@@ -93,9 +93,9 @@ def test_converted_classifier_gives_the_same_logits(lite0):
     fresh = efficientnet_lite("lite0", (SIZE, SIZE, 3), include_top=True)
     load_checkpoint_into(fresh, path)
     x = (_images() - 127.0) / 128.0
-    expected = model.predict(x, verbose=0)
+    expected = model(x, training=False).numpy()
     assert np.std(expected[0] - expected[1]) > 0.1 * np.std(expected)  # the two images differ: signal alive
-    np.testing.assert_allclose(fresh.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(fresh(x, training=False).numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_input_scaling_is_the_checkpoints():
@@ -111,10 +111,11 @@ def test_converted_weights_file_feeds_the_backbone(lite0, tmp_path):
     head = efficientnet_lite("lite0", (SIZE, SIZE, 3))
     head.set_weights(model.get_weights()[: len(head.weights)])
     images = _images()
-    expected = head.predict((images - 127.0) / 128.0, verbose=0).reshape(2, -1, 1280)
+    # Direct calls in inference mode, as predict() makes them (without tracing a predict function).
+    expected = head((images - 127.0) / 128.0, training=False).numpy().reshape(2, -1, 1280)
     for weights in (out, path):
         backbone = build_backbone("efficientnet_lite0", weights=weights, image_size=SIZE)
-        got = backbone.predict(images, verbose=0)
+        got = {k: v.numpy() for k, v in backbone(images, training=False).items()}
         scale = np.abs(expected).max()
         np.testing.assert_allclose(got["grid"], expected, rtol=1e-5, atol=1e-5 * scale)
         np.testing.assert_allclose(got["pooled"], expected.mean(axis=1), rtol=1e-5, atol=1e-5 * scale)

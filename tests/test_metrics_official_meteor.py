@@ -54,6 +54,7 @@ def test_matches_pycocoevalcap_and_survives_hostile_text():
     assert per_image[2] == 0.0
 
 
+@pytest.mark.slow  # a second JVM start (~8 s); the jar's values: the test above, its prestart: the one below
 @needs_java
 def test_score_all_prestarts_the_jar_and_matches_pycocoevalcap():
     metric = OfficialMeteor()

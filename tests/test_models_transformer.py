@@ -92,7 +92,8 @@ def test_cached_steps_equal_the_full_pass(variant):
     assert state[0].numpy().tolist() == [STEPS] * BATCH
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", [v if v == "pre-learned" else pytest.param(v, marks=pytest.mark.slow)
+                                     for v in sorted(VARIANTS)])  # every variant's cache: the test above
 def test_cached_search_equals_recomputation(variant):
     """Greedy, beam and sampling give the same tokens, scores and maps with the cache as when
     every step recomputes the whole prefix (beam search reorders the cache along the batch axis)."""
@@ -173,7 +174,7 @@ def test_loss_at_real_positions_and_images_encoded_once():
 def test_mixed_precision_float32_logits_and_a_finite_step():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = make_model()
+        model = make_model(num_layers=1)  # one layer of each kind: the policy is per layer
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         inputs = make_inputs()
         logits, attention = model(inputs, return_attention=True)
@@ -192,7 +193,7 @@ def test_mixed_precision_float32_logits_and_a_finite_step():
 
 
 def test_training_lowers_the_loss():
-    model = make_model(dropout=0.0)
+    model = make_model(dropout=0.0, num_layers=1)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     inputs = make_inputs()
     captions = np.concatenate([inputs["tokens"], np.full((BATCH, 1), 3, np.int32)], axis=1)

@@ -30,7 +30,7 @@ def test_truncated_last_checkpoint_resume_falls_back_to_previous(root, tmp_path,
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1, 2]  # epoch 2 rerun, logged once
 
 
-@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("resume", [pytest.param(False, marks=pytest.mark.slow), True])  # the same restart
 def test_run_that_died_before_its_first_checkpoint_starts_again(root, tmp_path, resume, caplog):
     from keras_captioning.training.trainer import train
 

@@ -1,6 +1,9 @@
 """CNN fine-tuning: ``EncoderCaptioner`` (the model), ``ImageCaptionSet`` (its data) and the
 ``finetune`` stage end to end on the smoke dataset, with a Lite0 whose random weights keep the
-signal alive (``live_random_weights``), given as a local weights file as a user gives theirs."""
+signal alive (``live_random_weights``), given as a local weights file as a user gives theirs.
+
+Under ``-n 2`` the whole module runs in one worker (``ONE_WORKER_MODULES`` in conftest.py): its
+module fixtures (the fine-tuned run, the traced model) are built once."""
 
 import glob
 import json
@@ -41,6 +44,36 @@ def _model(encoder_lr=1e-3, first=FIRST, kind="attention"):
     return model
 
 
+@pytest.fixture(scope="module")
+def _built():
+    """``_model()`` built, compiled and its train step traced once per module, with its initial
+    weights and optimizer states (tracing Lite0's train step costs seconds; restoring, nothing)."""
+    model = _model()
+    initial = [v.numpy().copy() for v in model.weights]
+    states = [v.numpy().copy() for opt in (model.optimizer, model.encoder_optimizer) for v in opt.variables]
+    model.train_on_batch(_batch())  # traces the train step
+    return model, initial, states
+
+
+@pytest.fixture
+def fresh(_built):
+    """``_model()`` as just built (weights, both optimizers' steps, moments and rates): a factory
+    ``fresh(encoder_lr=1e-3)`` that resets the module's traced model and returns it."""
+
+    def reset(encoder_lr=1e-3):
+        model, initial, states = _built
+        for variable, value in zip(model.weights, initial):
+            variable.assign(value)
+        for variable, value in zip([v for opt in (model.optimizer, model.encoder_optimizer) for v in opt.variables],
+                                   states):
+            variable.assign(value)
+        model.encoder_optimizer.learning_rate.assign(encoder_lr)
+        assert int(model.optimizer.iterations.numpy()) == int(model.encoder_optimizer.iterations.numpy()) == 0
+        return model
+
+    return reset
+
+
 def _batch(seed=0):
     rng = np.random.default_rng(seed)
     pixels = rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
@@ -55,8 +88,8 @@ def _by_layer(encoder):
             if layer.weights and not isinstance(layer, keras.Model)}
 
 
-def test_only_the_upper_layers_learn_and_batchnorm_stays_frozen():
-    model = _model()
+def test_only_the_upper_layers_learn_and_batchnorm_stays_frozen(fresh):
+    model = fresh()
     before = _by_layer(model.encoder)
     learned = {v.path.split("/")[-2] for v in model.encoder_variables()}
     assert learned == {"blocks_15_expand_conv", "blocks_15_depthwise_conv", "blocks_15_project_conv", "head_conv"}
@@ -69,11 +102,11 @@ def test_only_the_upper_layers_learn_and_batchnorm_stays_frozen():
     assert int(model.encoder_optimizer.iterations.numpy()) == 2 and int(model.optimizer.iterations.numpy()) == 2
 
 
-def test_the_encoder_has_its_own_learning_rate():
+def test_the_encoder_has_its_own_learning_rate(fresh):
     """Adam's step is the rate whatever the gradient's scale: the encoder's rate alone sets how far it moves."""
     moved = {}
     for lr in (1e-3, 1e-6):
-        model = _model(encoder_lr=lr)
+        model = fresh(encoder_lr=lr)
         head = model.encoder.get_layer("efficientnet_lite0").get_layer("head_conv").kernel
         start = head.numpy().copy()
         model.train_on_batch(_batch())
@@ -94,11 +127,11 @@ def test_unknown_first_layer_is_one_line():
         set_trainable_from(_encoder(), "blocks_99")
 
 
-@pytest.mark.parametrize("kind", ["attention", "merge"])
-def test_keras_round_trip_keeps_weights_trainable_layers_and_both_optimizers(kind, tmp_path):
+@pytest.mark.parametrize("kind", ["attention", pytest.param("merge", marks=pytest.mark.slow)])  # merge: the same save, pooled
+def test_keras_round_trip_keeps_weights_trainable_layers_and_both_optimizers(kind, tmp_path, fresh):
     from keras_captioning.decoding import greedy_decode
 
-    model = _model(kind=kind)
+    model = fresh() if kind == "attention" else _model(kind=kind)
     model.train_on_batch(_batch())
     path = tmp_path / "m.keras"
     model.save(path)
@@ -185,7 +218,6 @@ def test_image_caption_set_batches_images_once_with_all_their_captions(tmp_path,
 
 # ---------------------------------------------------------------- the stage, end to end
 
-
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
     from keras_captioning.features.efficientnet_lite import efficientnet_lite
@@ -197,7 +229,7 @@ def finetuned(tmp_path_factory):
     weights = str(root / "lite0.weights.h5")
     base.save_weights(weights)
     feats = {"features.backbone": "efficientnet_lite0", "features.weights": weights, "features.image_size": SIZE,
-             "features.alpha": "null", "train.epochs": 1}
+             "features.alpha": "null", "train.epochs": 1, "data.synthetic_images": 30}
     cfg = smoke_config(root, "attention", "ce", **feats)
     ce = train(cfg)
     ft_cfg = smoke_config(root, "attention", "ft", **{**feats, **{
@@ -207,7 +239,16 @@ def finetuned(tmp_path_factory):
     return types.SimpleNamespace(root=root, ce=ce, ft=ft, cfg=ft_cfg, weights=weights)
 
 
-def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned):
+@pytest.fixture(scope="module")
+def evaluated(finetuned):
+    """``evaluate_run`` of the fine-tuned run's last checkpoint on test, greedy, made once: it
+    encodes the split with the checkpoint's encoder (BLEU-4 only: no METEOR jar to start)."""
+    from keras_captioning.evaluate import evaluate_run
+
+    return evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1, metrics=["BLEU-4"])
+
+
+def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned, evaluated):
     from keras_captioning.data.pipeline import make_eval_dataset
     from keras_captioning.evaluate import evaluate_run, load_model
     from keras_captioning.features.build import load_records
@@ -226,9 +267,8 @@ def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned):
     np.testing.assert_array_equal(base.get_layer("stem_conv").kernel.numpy(), init.get_layer("stem_conv").kernel.numpy())
     assert int(last.encoder_optimizer.iterations.numpy()) > 0
 
-    result = evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1)
     encoded = run.encoded_dir("last")
-    assert result["meta"]["num_images"] > 0
+    assert evaluated["meta"]["num_images"] > 0
     # The features it scored were made by the checkpoint's encoder, not by the weights file it started from.
     shards = sorted(glob.glob(f"{encoded}/test/test-*.tfrecord"))
     batch = next(iter(make_eval_dataset(shards, 4, feature="grid")))
@@ -238,22 +278,21 @@ def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned):
     assert np.abs(batch["features"].numpy()[0] - fresh(pixels)["grid"].numpy()[0]).max() > 1e-2
     # Reused while the checkpoint is unchanged.
     mtimes = [os.path.getmtime(p) for p in shards]
-    evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1, overwrite=True)
+    evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1, overwrite=True, metrics=["BLEU-4"])
     assert mtimes == [os.path.getmtime(p) for p in shards]
 
 
-def test_captioner_and_bundle_use_the_fine_tuned_encoder(finetuned, tmp_path):
+def test_captioner_and_bundle_use_the_fine_tuned_encoder(finetuned, evaluated, tmp_path):
     from keras_captioning.captioner import Captioner
-    from keras_captioning.evaluate import evaluate_run, load_model
+    from keras_captioning.evaluate import load_model
     from keras_captioning.features.build import load_records
 
     captioner = Captioner.from_run(finetuned.ft, checkpoint="last")
     last = load_model(finetuned.ft, "last")
     for a, b in zip(captioner.backbone.weights, last.encoder.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    result = evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1, overwrite=True)
     paths = {r.image_id: r.image_path for r in load_records(finetuned.cfg)}
-    decoded = result["decoded"][:4]
+    decoded = evaluated["decoded"][:4]
     captions = captioner.caption([paths[d["image_id"]] for d in decoded], beam=1)
     assert [c["caption"] for c in captions] == [d["caption"] for d in decoded]
     bundle = Captioner.load(captioner.save(str(tmp_path / "bundle")))
@@ -261,6 +300,7 @@ def test_captioner_and_bundle_use_the_fine_tuned_encoder(finetuned, tmp_path):
         [d["caption"] for d in decoded]
 
 
+@pytest.mark.slow  # a third fine-tuning epoch; the stage itself: the two tests above
 def test_resume_continues_both_optimizers(finetuned, tmp_path):
     import shutil
 
@@ -288,21 +328,21 @@ def test_finetune_settings_are_checked(finetuned, tmp_path):
     cfg = smoke_config(finetuned.root, "attention", "ft2", **{
         "features.backbone": "efficientnet_lite0", "features.weights": finetuned.weights, "features.image_size": SIZE,
         "features.alpha": "null", "train.objective": "finetune", "train.init_from": finetuned.ft,
-        "train.finetune_from": FIRST})
+        "train.finetune_from": FIRST, "data.synthetic_images": 30})
     with pytest.raises(CaptioningError, match="is a fine-tuning run"):
         train(cfg)
     with pytest.raises(CaptioningError, match="no such layer"):
         train(smoke_config(finetuned.root, "attention", "ft3", **{
             "features.backbone": "efficientnet_lite0", "features.weights": finetuned.weights,
             "features.image_size": SIZE, "features.alpha": "null", "train.objective": "finetune",
-            "train.init_from": finetuned.ce, "train.finetune_from": "blocks_99"}))
+            "train.init_from": finetuned.ce, "train.finetune_from": "blocks_99", "data.synthetic_images": 30}))
 
 
 
-def test_plateau_schedule_decays_the_encoder_rate_too():
+def test_plateau_schedule_decays_the_encoder_rate_too(fresh):
     from keras_captioning.training.selection import MetricSchedule
 
-    model = _model(encoder_lr=1e-4)
+    model = fresh(encoder_lr=1e-4)
     schedule = MetricSchedule("val_cider_d", "max", lr_factor=0.5, lr_patience=1)
     schedule.set_model(model)
     schedule.on_epoch_end(0, {"val_cider_d": 0.5})

@@ -19,9 +19,10 @@ def _log(run_dir) -> str:
     return open(RunDirectory(run_dir).log_csv, encoding="utf-8").read()
 
 
-def test_one_seed_twice_gives_identical_logs_and_seeds_make_one_run_each(tmp_path):
-    single = train(smoke_config(tmp_path, run="single", **FAST))
-    several = smoke_config(tmp_path, run="several", **{**FAST, "train.seeds": "[0, 1]"})
+def test_one_seed_twice_gives_identical_logs_and_seeds_make_one_run_each(root, tmp_path):
+    # The shared tiny run's data and features (read only); the three runs in tmp_path.
+    single = train(smoke_config(root, **{**FAST, "train.run_dir": tmp_path / "single"}))
+    several = smoke_config(root, **{**FAST, "train.seeds": "[0, 1]", "train.run_dir": tmp_path / "several"})
     assert train(several) == several.run_dir
     again = seed_dir(several.run_dir, 0)
     assert RunDirectory(again).config().train.seed == 0 and RunDirectory(again).config().train.seeds is None
