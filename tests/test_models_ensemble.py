@@ -131,3 +131,33 @@ def test_evaluate_refuses_a_bad_ensemble_in_one_line(tiny_run, copy_run, tmp_pat
     Vocabulary(words).save(path)
     with pytest.raises(CaptioningError, match="vocabulary differs"):
         evaluate_run(tiny_run.run_dir, split="val", ensemble=[copy_run], out_dir=str(tmp_path / "c"))
+
+
+def test_feature_folders_listing_other_images_are_one_line(tmp_path):
+    """Two feature folders of the same photos written in another order: refused before a caption is scored."""
+    from PIL import Image
+
+    from keras_captioning.data.pipeline import make_eval_dataset
+    from keras_captioning.data.records import CaptionRecord
+    from keras_captioning.data.vocab import Vocabulary
+    from keras_captioning.evaluate import decode_split_ensemble
+    from keras_captioning.features.extract import extract_features
+    from keras_captioning.features.feature_folder import FeatureFolder
+
+    records = []
+    for i in range(6):
+        path = str(tmp_path / f"{i}.png")
+        Image.new("RGB", (16, 16), (30 * i, 90, 200 - 20 * i)).save(path)
+        records.append(CaptionRecord(str(i), path, ["a red ball", "a blue dog"], "val"))
+    vocab = Vocabulary.build([c for r in records for c in r.captions])
+    dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    extract_features(records, vocab, dirs[0], backbone="patches", weights=None, shard_size=3)
+    extract_features(records[::-1], vocab, dirs[1], backbone="patches", weights=None, shard_size=3)
+    grid = next(iter(make_eval_dataset(FeatureFolder(dirs[0]).shard_pattern("val"), 2)))["features"].shape[1:]
+    members = [tiny_captioner("attention", vocab_size=len(vocab), num_regions=grid[0], feature_dim=grid[1])
+               for _ in range(2)]
+    with pytest.raises(CaptioningError, match="do not list the same images of split 'val' in the same order"):
+        decode_split_ensemble(members, ["a", "b"], vocab, dirs, ["grid", "grid"], "val", beam=1, max_length=4)
+    same = decode_split_ensemble(members, ["a", "b"], vocab, [dirs[0], dirs[0]], ["grid", "grid"], "val",
+                                 beam=1, max_length=4)
+    assert [d["image_id"] for d in same] == [r.image_id for r in records]
