@@ -27,28 +27,47 @@ def load_model(run_dir: str, checkpoint: str = "best"):
     return read_checkpoint(path, compile=False)  # a damaged file is an error naming it
 
 
-def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam: int,
-                 max_length: int, batch_size: int = 64, length_penalty: float = 0.0) -> list:
-    """Decodes every image of ``split``; returns one dict per image."""
+def _aligned_batches(features_dirs: list, feature_kinds: list, split: str, batch_size: int):
+    """Eval batches of ``split`` read side by side from each features folder: one list of batches
+    (one per folder) at a time. A read error names the shard; the folders must list the same
+    photos in the same order."""
     from keras_captioning.data.pipeline import make_eval_dataset
     from keras_captioning.features.feature_folder import FeatureFolder
 
-    folder = FeatureFolder(features_dir)
-    pattern = folder.shard_pattern(split)
-    if not folder.shard_files(split):
-        raise CaptioningError(f"{features_dir}: no shards for split '{split}' ({pattern})")
-    out = []
-    try:
-        for batch in make_eval_dataset(pattern, batch_size, feature=feature):
-            out.extend(_decode_batch(model, vocab, batch, beam, max_length, length_penalty))
-            log.info("decoded %d images of %s", len(out), split)
-    except Exception as err:
-        from keras_captioning.data.shards import shard_read_error
+    folders = [FeatureFolder(d) for d in features_dirs]
+    for folder, d in zip(folders, features_dirs):
+        if not folder.shard_files(split):
+            raise CaptioningError(f"{d}: no shards for split '{split}' ({folder.shard_pattern(split)})")
+    datasets = [iter(make_eval_dataset(f.shard_pattern(split), batch_size, feature=k))
+                for f, k in zip(folders, feature_kinds)]
+    while True:
+        try:
+            batches = [next(it, None) for it in datasets]
+        except Exception as err:
+            from keras_captioning.data.shards import shard_read_error
 
-        named = shard_read_error(err, folder.shard_files(split), "extract the features again (features --overwrite)")
-        if named is err:
-            raise
-        raise named from None
+            files = [path for folder in folders for path in folder.shard_files(split)]
+            named = shard_read_error(err, files, "extract the features again (features --overwrite)")
+            if named is err:
+                raise
+            raise named from None
+        if all(b is None for b in batches):
+            return
+        if any(b is None for b in batches) or any(
+                not np.array_equal(b["image_id"].numpy(), batches[0]["image_id"].numpy()) for b in batches[1:]):
+            raise CaptioningError(f"ensemble: the feature folders {', '.join(features_dirs)} do not list the same "
+                                  f"images of split '{split}' in the same order (features of one dataset, "
+                                  "extracted from the same captions file)")
+        yield batches
+
+
+def decode_split(model, vocab, features_dir: str, split: str, feature: str, beam: int,
+                 max_length: int, batch_size: int = 64, length_penalty: float = 0.0) -> list:
+    """Decodes every image of ``split``; returns one dict per image."""
+    out = []
+    for (batch,) in _aligned_batches([features_dir], [feature], split, batch_size):
+        out.extend(_decode_batch(model, vocab, batch, beam, max_length, length_penalty))
+        log.info("decoded %d images of %s", len(out), split)
     return out
 
 
@@ -101,8 +120,9 @@ def check_ensemble(run_dir: str, others: list, vocab) -> list:
         if os.path.realpath(other) in seen:
             raise CaptioningError(f"--ensemble {other}: the run is already in the ensemble")
         seen.add(os.path.realpath(other))
-        RunDirectory(other).info()  # a folder that is not a run is one line
-        if RunDirectory(other).vocab() != vocab:
+        member = RunDirectory(other)
+        member.info()  # a folder that is not a run is one line
+        if member.vocab() != vocab:
             raise CaptioningError(f"--ensemble {other}: its vocabulary differs from {run_dir}'s; an ensemble's "
                                   "models must share one (the same captions and data.vocab_size)")
     return list(others)
@@ -113,38 +133,14 @@ def decode_split_ensemble(members: list, names: list, vocab, features_dirs: list
                           length_penalty: float = 0.0) -> list:
     """``decode_split`` for several models at once (:class:`CaptionEnsemble`): each reads its own
     features of the same images, which every feature folder must list in the same order."""
-    from keras_captioning.data.pipeline import make_eval_dataset
-    from keras_captioning.features.feature_folder import FeatureFolder
     from keras_captioning.models.caption_ensemble import CaptionEnsemble
 
-    folders = [FeatureFolder(d) for d in features_dirs]
-    for folder, d in zip(folders, features_dirs):
-        if not folder.shard_files(split):
-            raise CaptioningError(f"{d}: no shards for split '{split}' ({folder.shard_pattern(split)})")
-    datasets = [iter(make_eval_dataset(f.shard_pattern(split), batch_size, feature=k))
-                for f, k in zip(folders, feature_kinds)]
     ensemble, out = None, []
-    while True:
-        try:
-            batches = [next(it, None) for it in datasets]
-        except Exception as err:
-            from keras_captioning.data.shards import shard_read_error
-
-            files = [path for folder in folders for path in folder.shard_files(split)]
-            named = shard_read_error(err, files, "extract the features again (features --overwrite)")
-            if named is err:
-                raise
-            raise named from None
-        if all(b is None for b in batches):
-            return out
-        if any(b is None for b in batches) or any(
-                not np.array_equal(b["image_id"].numpy(), batches[0]["image_id"].numpy()) for b in batches[1:]):
-            raise CaptioningError(f"ensemble: the feature folders {', '.join(features_dirs)} do not list the same "
-                                  f"images of split '{split}' in the same order (features of one dataset, "
-                                  "extracted from the same captions file)")
+    for batches in _aligned_batches(features_dirs, feature_kinds, split, batch_size):
         arrays = [b["features"].numpy() for b in batches]
         if ensemble is None:
             ensemble = CaptionEnsemble(members, [a.shape[1:] for a in arrays], names)
         packed = {**batches[0], "features": ensemble.pack(arrays)}
         out.extend(_decode_batch(ensemble, vocab, packed, beam, max_length, length_penalty))
         log.info("decoded %d images of %s (ensemble of %d)", len(out), split, len(members))
+    return out

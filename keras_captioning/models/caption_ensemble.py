@@ -78,14 +78,15 @@ class CaptionEnsemble:
     def decode_step(self, tokens, state, context):
         """``(log mean_m p_m (B, V) float32, states, attention)``; the attention map is the first
         member's that has one (None if no member has)."""
-        log_probs, states, attention = [], [], None
+        log_probs, states, attention, banned = [], [], None, None
         for member, member_state, member_context in zip(self.members, state, context):
             logits, member_state, member_attention = member.decode_step(tokens, member_state, member_context)
             logits = tf.cast(logits, tf.float32)
-            # PAD and START are never emitted (as in the decoders): each member's distribution is
-            # over the emittable tokens before the mean.
-            banned = tf.one_hot(self.pad_id, tf.shape(logits)[-1]) + tf.one_hot(self.start_id, tf.shape(logits)[-1])
-            log_probs.append(tf.nn.log_softmax(tf.where(banned[None, :] > 0, -np.inf, logits), axis=-1))
+            if banned is None:  # PAD and START are never emitted (as in the decoders): each member's
+                # distribution is over the emittable tokens before the mean.
+                vocab = tf.range(tf.shape(logits)[-1])
+                banned = ((vocab == self.pad_id) | (vocab == self.start_id))[None, :]
+            log_probs.append(tf.nn.log_softmax(tf.where(banned, -np.inf, logits), axis=-1))
             states.append(member_state)
             if attention is None and member_attention is not None:
                 attention = member_attention
