@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_captioning.data.feature_cache import FeatureCache
 from keras_captioning.data.pipeline import count_examples, make_eval_dataset, make_train_dataset
 from keras_captioning.data.records import CaptionRecord
 from keras_captioning.data.vocab import Vocabulary
@@ -139,3 +140,25 @@ def test_all_mode_batches_are_exact_across_windows_and_reshuffled(shards):
     assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each iteration
     dropped = [b for b in make_train_dataset(_pattern(out), 4, seed=5, shuffle_buffer=2, drop_remainder=True)]
     assert len(dropped) == total // 4 and dropped[0]["features"].shape == (4, 64, 294)
+
+
+@pytest.mark.parametrize("options", [
+    {"caption_mode": "random"},
+    {"length_buckets": (5, 8, 11)},
+    {"batch_layout": "image"},
+    {"cache": "grid"},
+], ids=["random", "buckets", "image-major", "cached"])
+def test_reshuffle_false_repeats_the_first_order_on_every_iteration(shards, options):
+    """The trainer's per-epoch datasets: Keras iterates one once more under a strategy."""
+    out, _, _ = shards
+    if options.get("cache"):
+        options = {"cache": FeatureCache.from_shards(_pattern(out), "grid")}
+    fixed = make_train_dataset(_pattern(out), 4, seed=5, shuffle_buffer=2, reshuffle=False, **options)
+    first, second = _rows(fixed), _rows(fixed)
+    np.testing.assert_array_equal(first, second)
+    fresh = make_train_dataset(_pattern(out), 4, seed=5, shuffle_buffer=2, reshuffle=False, **options)
+    np.testing.assert_array_equal(first, _rows(fresh))  # the order depends on the seed alone
+    other = make_train_dataset(_pattern(out), 4, seed=6, shuffle_buffer=2, reshuffle=False, **options)
+    assert not np.array_equal(first, _rows(other))
+    moving = make_train_dataset(_pattern(out), 4, seed=5, shuffle_buffer=2, **options)
+    assert not np.array_equal(_rows(moving), _rows(moving))  # the default: a new order each iteration

@@ -51,6 +51,7 @@ def make_train_dataset(
     caption_mode: str = "all",
     shuffle: bool = True,
     seed: int = 0,
+    reshuffle: bool = True,
     max_length: int | None = None,
     drop_remainder: bool = False,
     shuffle_buffer: int = 1024,
@@ -73,10 +74,14 @@ def make_train_dataset(
         feature: "grid" (attention model) or "pooled" (merge model).
         caption_mode: "all" = one element per (image, caption), the study's setup;
             "random" = one caption per image per epoch, drawn by a seeded ``Dataset.random``
-            stream that is re-drawn each time the dataset is iterated (each epoch).
-        shuffle: shuffle shard order, records and (in "all" mode) captions, seeded by ``seed``,
-            reshuffled each iteration.
+            stream (re-drawn each iteration with ``reshuffle``).
+        shuffle: shuffle shard order, records and (in "all" mode) captions, seeded by ``seed``.
         seed: seeds shuffling and the "random" caption choice.
+        reshuffle: a new order (and "random" caption draw) each time the dataset is iterated,
+            so ``fit(ds, epochs=n)`` sees n orders. False: every iteration repeats the first
+            one, so the order depends on ``seed`` alone; the trainer builds one dataset per
+            epoch (seed ``train.seed + epoch``) and Keras iterates it once more before
+            training under a tf.distribute strategy (to build the model from a first batch).
         max_length: truncate captions to this many tokens (keeping ``<end>`` last) and pad
             every batch to exactly this length; None pads to the longest in the batch.
         drop_remainder: drop the last partial batch (static batch size).
@@ -120,14 +125,14 @@ def make_train_dataset(
         width = max_length or _longest_caption(files)
         return _all_captions(
             files, batch_size, decoder, parser, width, feature=feature, shuffle=shuffle, seed=seed,
-            drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer, cycle_length=cycle_length,
+            reshuffle=reshuffle, drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer, cycle_length=cycle_length,
             pad_to_width=max_length is not None, length_buckets=_bucket_widths(length_buckets, width),
             image_major=batch_layout == "image", cache=cache,
         )
 
-    ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length)
+    ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length, reshuffle=reshuffle)
     if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=reshuffle)
     ds = ds.map(decoder, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.map(
         lambda d: (parser.features(d), *parser.nonempty_captions(d)),
@@ -135,7 +140,7 @@ def make_train_dataset(
         deterministic=True,
     )
     ds = ds.filter(lambda features, ids, lengths: tf.shape(ids)[0] > 0)
-    picks = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    picks = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
 
     def pick_one(example, draw):
         features, ids, lengths = example
@@ -155,7 +160,7 @@ def make_train_dataset(
 
 
 def _all_captions(
-    files, batch_size, decoder, parser, width, *, feature, shuffle, seed, drop_remainder,
+    files, batch_size, decoder, parser, width, *, feature, shuffle, seed, reshuffle, drop_remainder,
     shuffle_buffer, cycle_length, pad_to_width, length_buckets=None, image_major=False, cache=None,
 ) -> tf.data.Dataset:
     """The "all" mode, vectorised: windows of images -> their caption rows -> batches.
@@ -163,7 +168,7 @@ def _all_captions(
     A window of up to ``WINDOW_BATCHES * batch_size`` serialized records is parsed in one
     ``parse_example`` call (features stay in the stored dtype); its non-empty captions become
     rows (image index, ids). Caption-major: rows shuffled within the window by a seeded
-    ``Dataset.random`` draw (new each iteration), so one image's captions land in different
+    ``Dataset.random`` draw (new each iteration with ``reshuffle``), so one image's captions land in different
     batches. Image-major: the window's images are shuffled and each image's rows stay
     together, in caption order. A ``scan`` carries the rows that do not fill a batch (with
     their images' feature rows, once per image) into the next window, and a flushing end
@@ -179,18 +184,18 @@ def _all_captions(
     if length_buckets is not None:
         widths = tf.constant(length_buckets, tf.int32)
     if cache is None:
-        ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length)
+        ds = _read_records(files, shuffle=shuffle, seed=seed, cycle_length=cycle_length, reshuffle=reshuffle)
         if shuffle:
-            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=reshuffle)
         decode, materialize = decoder.decode_batch, (lambda rows: rows)
     else:
         ds = tf.data.Dataset.range(cache.num_images)
         if shuffle:
-            ds = ds.shuffle(cache.num_images, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(cache.num_images, seed=seed, reshuffle_each_iteration=reshuffle)
         decode, materialize = cache.decode_batch, cache.gather
     ds = ds.batch(window)
     if shuffle:
-        draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+        draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=reshuffle)
         ds = tf.data.Dataset.zip(ds, draws)
     else:
         ds = ds.map(lambda records: (records, tf.constant(0, tf.int64)))
@@ -376,10 +381,11 @@ def _longest_caption(files: list[str]) -> int:
     return max(2, int(longest))
 
 
-def _read_records(files: list[str], shuffle: bool, seed: int, cycle_length: int) -> tf.data.Dataset:
+def _read_records(files: list[str], shuffle: bool, seed: int, cycle_length: int,
+                  reshuffle: bool = True) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=reshuffle)
     return ds.interleave(
         tf.data.TFRecordDataset,
         cycle_length=max(1, min(cycle_length, len(files))),

@@ -67,18 +67,6 @@ class CaptionModel:
         # Listed here so Keras resets them at each epoch and logs them.
         return [self.loss_tracker, self.accuracy_tracker, self.perplexity_tracker]
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under a tf.distribute strategy Keras 3 builds the model from a first batch it
-        # all-reduces across replicas; MultiWorkerMirroredStrategy cannot reduce a dict batch
-        # ("unsupported type <class 'dict'>"; open upstream as keras-team/keras#20329, no public
-        # hook skips it). With every layer and the optimizer already built (the trainer builds
-        # both in the strategy scope) there is nothing to build. tests/test_multiworker.py fails
-        # without this override.
-        if all(layer.built for layer in self._flatten_layers()) and (
-                self.optimizer is None or self.optimizer.built):
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
     def _split_batch(self, data):
         """Batch dict -> (features float32, tokens (B, L-1), targets (B, L-1), image_index (B,) or None)."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -1,7 +1,8 @@
 """Cross-entropy (teacher forcing) on cached features: ``train.objective=xe``.
 
-Data order: epoch ``e`` shuffles with seed ``train.seed + e``, so a resumed run sees exactly
-the data order an uninterrupted run would from that epoch on. Without
+Data order: epoch ``e`` shuffles with seed ``train.seed + e`` and gives the same order each time
+it is iterated (Keras iterates it once more to build the model under a tf.distribute
+strategy), so a resumed run, a multi-worker run and a one-device run see the same data order. Without
 ``train.length_buckets`` every batch is padded to the longest stored caption (one shape,
 one traced graph); with buckets, to the smallest bucket width holding it.
 """
@@ -62,7 +63,7 @@ class CrossEntropyStage(Stage):
         return model
 
     def fit_model(self, ctx, model):
-        if not model.optimizer.built:  # in the scope, before fit (CaptionModel._maybe_symbolic_build)
+        if not model.optimizer.built:  # in the strategy's scope, before fit
             model.optimizer.build(model.trainable_variables)
         return model
 
@@ -75,7 +76,7 @@ class CrossEntropyStage(Stage):
         train = self.cfg.train
         return make_train_dataset(
             ctx.features.shard_pattern("train"), train.batch_size, feature=ctx.feature,
-            caption_mode=train.caption_mode, shuffle=True, seed=train.seed + epoch,
+            caption_mode=train.caption_mode, shuffle=True, seed=train.seed + epoch, reshuffle=False,
             shuffle_buffer=train.shuffle_buffer, max_length=self.max_length(ctx),
             length_buckets=train.length_buckets, batch_layout=train.batch_layout, cache=self._cache,
         ).take(steps)

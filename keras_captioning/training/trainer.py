@@ -25,16 +25,6 @@ from keras_captioning.run_directory import RunDirectory
 log = logging.getLogger(__name__)
 
 
-def _strategy(name: str):
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def open_run_dir(run_dir: str, resume: bool, overwrite: bool) -> dict | None:
     """The one rule for an existing run folder, for every training stage.
 
@@ -90,7 +80,9 @@ def train(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, 
     stage = stage_class(cfg) if stage_class is not None else stage_for(cfg)
     stage.check()
     # First, before any TensorFlow op: MultiWorkerMirroredStrategy configures the runtime.
-    strategy = _strategy(cfg.train.strategy)
+    from keras_captioning.training.strategy import make_strategy
+
+    strategy = make_strategy(cfg.train.strategy)
     if cfg.train.strategy == "multiworker":
         _check_features_ready(cfg)
     if strategy.extended.should_checkpoint:
