@@ -11,6 +11,11 @@ import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # ``-n N`` runs N processes already: one TensorFlow thread each (before TensorFlow starts)
+    # instead of N processes each spreading its ops over every core (~6 % faster on 2 cores).
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
 import pytest  # noqa: E402
 

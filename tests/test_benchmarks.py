@@ -51,6 +51,7 @@ def test_results_files(tiny_run):
     assert not list(out.glob("work-*")), "the generated data is removed"
 
 
+@pytest.mark.slow  # the study's own input pipeline, for the benchmarks only
 def test_study_pipeline_shapes():
     """The study's layers give the tutorial's shapes; its train step returns finite losses."""
     import keras

@@ -109,6 +109,7 @@ def test_one_bad_file_does_not_stop_the_others(run, folder, tmp_path, capsys):
             assert line.split("\t")[1] in page
 
 
+@pytest.mark.slow  # a headless browser; the gallery's files: test_bundle_round_trip_on_a_fresh_folder
 def test_gallery_in_a_headless_browser(run, folder, tmp_path, capsys):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -291,6 +291,7 @@ _HUGE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a 20-megapixel JPEG; other odd images: test_bad_images_are_skipped_and_odd_ones_converted
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc peak-RSS reset")
 def test_huge_jpeg_is_decoded_in_little_memory(tmp_path):
     huge, small = tmp_path / "huge.jpg", tmp_path / "small.jpg"

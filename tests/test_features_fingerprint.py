@@ -25,6 +25,7 @@ def _own(root, **extra):
     return load_config(SMOKE, smoke_overrides(root, **{"features.out_dir": "", **FAST, **extra}))
 
 
+@pytest.mark.slow  # builds features and trains; the currency rule itself: the tests below
 def test_vocab_size_override_trains_on_the_new_vocabulary(tmp_path, monkeypatch):
     from keras_captioning.training.trainer import train
 

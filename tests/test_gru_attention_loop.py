@@ -48,16 +48,18 @@ def _loss_and_grads(model, features, tokens, targets, dynamic=False):
     return float(loss), [tf.convert_to_tensor(g).numpy() for g in grads]
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        dict(),
-        dict(init_state="features", attention_reg=0.5),
-        dict(init_state="features", attention_vector=True, dropout=0.0),
-    ],
-    ids=["study", "features-init+penalty", "attention-vector"],
-)
-@pytest.mark.parametrize("dynamic", [False, True], ids=["eager", "graph-unknown-shapes"])
+_OPTIONS = {
+    "study": dict(),
+    "features-init+penalty": dict(init_state="features", attention_reg=0.5),
+    "attention-vector": dict(init_state="features", attention_vector=True, dropout=0.0),
+}
+
+
+#: Every option eagerly; in a graph with unknown shapes (a trace each, ~2 s), one option by default.
+@pytest.mark.parametrize("options, dynamic", [
+    pytest.param(options, dynamic, id=f"{'graph-unknown-shapes' if dynamic else 'eager'}-{name}",
+                 marks=[pytest.mark.slow] if dynamic and name != "features-init+penalty" else [])
+    for dynamic in (False, True) for name, options in _OPTIONS.items()])
 def test_same_loss_and_gradients_as_automatic_differentiation(options, dynamic):
     fused, autodiff = _pair(**options)
     batch = _batch()

@@ -39,6 +39,7 @@ def _ptb_then_raw(gts, res):
     return tokenize
 
 
+@pytest.mark.slow  # a JVM start; the sanitising: test_sanitize_for_meteor, the jar's failures: the tests below
 @needs_java
 def test_matches_pycocoevalcap_and_survives_hostile_text():
     gts = dict(GTS)

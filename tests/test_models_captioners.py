@@ -78,11 +78,11 @@ def test_decode_steps_reproduce_teacher_forced_logits(model_and_inputs):
         assert (attention is None) == isinstance(model, MergeCaptioner)
 
 
-#: Round trips left to the slow suite (each ~8-19 s under load): the Transformer's is
+#: Round trips left to the slow suite (each ~2-19 s): the Transformer's is
 #: test_models_transformer.py::test_keras_round_trip (two layers, post-norm, sinusoidal, with beam
-#: search and a training step); [attention-gru-init] and [attention-lstm-vector] save an
-#: initial-state layer and an LSTM, as [attention-lstm-init] does.
-SLOW_ROUND_TRIP = {"transformer", "transformer-post-sinusoidal", "attention-lstm-init"}
+#: search and a training step); [attention-gru-init] saves an initial-state layer as
+#: [attention-lstm-init] does, and the LSTM's layers are those of [attention-lstm-vector].
+SLOW_ROUND_TRIP = {"transformer", "transformer-post-sinusoidal", "attention-lstm-init", "attention-lstm-vector"}
 
 
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_ROUND_TRIP else k

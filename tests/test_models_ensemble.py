@@ -100,6 +100,7 @@ def test_bad_members_and_features_are_one_line():
         CaptionEnsemble([members[0], other], [features[0].shape[1:]] * 2)
 
 
+@pytest.mark.slow  # evaluate end to end; the decoding rule: the two tests above
 def test_evaluate_an_ensemble_of_a_run_and_its_copy_equals_the_run(tiny_run, copy_run, tmp_path, capsys):
     alone = evaluate_run(tiny_run.run_dir, split="val", beam=2, out_dir=str(tmp_path / "alone"),
                          metrics=["BLEU-4"])

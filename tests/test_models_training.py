@@ -54,7 +54,7 @@ def mixed_precision():
         keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.mark.parametrize("kind", ["merge", "attention"])
+@pytest.mark.parametrize("kind", [pytest.param("merge", marks=pytest.mark.slow), "attention"])  # merge learns: make demo
 def test_overfits_eight_images(kind):
     """Distinct captions for 8 random 'images' are memorised: loss < 0.1 and greedy reproduces them."""
     keras.utils.set_random_seed(0)
@@ -73,6 +73,7 @@ def test_overfits_eight_images(kind):
     assert (result.tokens[:, 5:] == 0).all()
 
 
+@pytest.mark.slow  # Keras's own callbacks on fit; the trainer's: tests/test_training_*.py
 def test_fit_with_callbacks(tmp_path):
     keras.utils.set_random_seed(0)
     features, captions, _ = make_data("attention", num_images=12)
@@ -124,6 +125,7 @@ def test_mixed_float16_train_step(kind, mixed_precision):
     assert np.isfinite(result.scores).all()
 
 
+@pytest.mark.slow  # an XLA compile; the train step itself: the tests above
 def test_jit_compiled_train_step():
     keras.utils.set_random_seed(0)
     features, captions, _ = make_data("attention", num_images=4)
@@ -192,6 +194,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh process with two logical CPUs; the token-weighted replica loss: test_padding_columns_do_not_change_training_loss
 def test_mirrored_strategy_matches_single_device():
     """Two logical CPUs (set up in a fresh process, before TF initialises) train like one device."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))

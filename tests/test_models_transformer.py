@@ -92,8 +92,8 @@ def test_cached_steps_equal_the_full_pass(variant):
     assert state[0].numpy().tolist() == [STEPS] * BATCH
 
 
-@pytest.mark.parametrize("variant", [v if v == "pre-learned" else pytest.param(v, marks=pytest.mark.slow)
-                                     for v in sorted(VARIANTS)])  # every variant's cache: the test above
+@pytest.mark.slow  # eight traced searches per variant; each variant's cache, step by step: the test above
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_cached_search_equals_recomputation(variant):
     """Greedy, beam and sampling give the same tokens, scores and maps with the cache as when
     every step recomputes the whole prefix (beam search reorders the cache along the batch axis)."""
@@ -192,6 +192,7 @@ def test_mixed_precision_float32_logits_and_a_finite_step():
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow  # a 40-step fit; one Transformer train step: test_mixed_precision_float32_logits_and_a_finite_step
 def test_training_lowers_the_loss():
     model = make_model(dropout=0.0, num_layers=1)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))

@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import smoke_config
 
 
+@pytest.mark.slow  # a resumed training; the damaged-file message: tests/test_evaluate.py, the restart: the test below
 def test_truncated_last_checkpoint_resume_falls_back_to_previous(root, tmp_path, caplog):
     from keras_captioning.training.trainer import train
 

@@ -127,7 +127,8 @@ def test_unknown_first_layer_is_one_line():
         set_trainable_from(_encoder(), "blocks_99")
 
 
-@pytest.mark.parametrize("kind", ["attention", pytest.param("merge", marks=pytest.mark.slow)])  # merge: the same save, pooled
+@pytest.mark.slow  # a fine-tuned model's save and load (~5 s each); the encoder's own layers: the tests above
+@pytest.mark.parametrize("kind", ["attention", "merge"])
 def test_keras_round_trip_keeps_weights_trainable_layers_and_both_optimizers(kind, tmp_path, fresh):
     from keras_captioning.decoding import greedy_decode
 
@@ -248,6 +249,7 @@ def evaluated(finetuned):
     return evaluate_run(finetuned.ft, split="test", checkpoint="last", beam=1, metrics=["BLEU-4"])
 
 
+@pytest.mark.slow  # the stage end to end (a CE run, then 2 fine-tuning epochs); its parts: the unit tests above
 def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned, evaluated):
     from keras_captioning.data.pipeline import make_eval_dataset
     from keras_captioning.evaluate import evaluate_run, load_model
@@ -282,6 +284,7 @@ def test_finetune_run_holds_its_encoder_and_evaluate_uses_it(finetuned, evaluate
     assert mtimes == [os.path.getmtime(p) for p in shards]
 
 
+@pytest.mark.slow  # reads the end-to-end fine-tuned run
 def test_captioner_and_bundle_use_the_fine_tuned_encoder(finetuned, evaluated, tmp_path):
     from keras_captioning.captioner import Captioner
     from keras_captioning.evaluate import load_model
@@ -320,6 +323,7 @@ def test_resume_continues_both_optimizers(finetuned, tmp_path):
     assert int(last.encoder_optimizer.iterations.numpy()) == int(last.optimizer.iterations.numpy()) == steps * 3 // 2
 
 
+@pytest.mark.slow  # trains on the end-to-end fine-tuned run
 def test_finetune_settings_are_checked(finetuned, tmp_path):
     from keras_captioning.training.trainer import train
 
@@ -351,6 +355,7 @@ def test_plateau_schedule_decays_the_encoder_rate_too(fresh):
     assert float(model.encoder_optimizer.learning_rate.numpy()) == pytest.approx(5e-5)
 
 
+@pytest.mark.slow  # a fresh process on the end-to-end fine-tuned run
 def test_a_fresh_process_loads_the_checkpoint(finetuned):
     """Only what every loader imports (``keras_captioning.models``) registers the class."""
     import subprocess

@@ -19,6 +19,7 @@ def _log(run_dir) -> str:
     return open(RunDirectory(run_dir).log_csv, encoding="utf-8").read()
 
 
+@pytest.mark.slow  # three trainings; the seed expansion and report cells: the tests below
 def test_one_seed_twice_gives_identical_logs_and_seeds_make_one_run_each(root, tmp_path):
     # The shared tiny run's data and features (read only); the three runs in tmp_path.
     single = train(smoke_config(root, **{**FAST, "train.run_dir": tmp_path / "single"}))

@@ -174,27 +174,7 @@ class MergeCaptioner(CaptionModel, keras.Model):
         return logits, list(state), None
 
 
-def build_merge_captioner(
-    vocab_size,
-    feature_dim=2048,
-    embedding_dim=256,
-    units=256,
-    dropout=0.5,
-    max_length=None,
-    pad_id=0,
-    start_id=2,
-    end_id=3,
-):
-    """Build the merge ('vanilla') captioner; arguments as in ``MergeCaptioner``."""
-    return MergeCaptioner(
-        vocab_size=vocab_size,
-        feature_dim=feature_dim,
-        embedding_dim=embedding_dim,
-        units=units,
-        dropout=dropout,
-        max_length=max_length,
-        pad_id=pad_id,
-        start_id=start_id,
-        end_id=end_id,
-        name="merge_captioner",
-    )
+def build_merge_captioner(vocab_size, **kwargs):
+    """Build the merge ('vanilla') captioner; keyword arguments as in ``MergeCaptioner``."""
+    kwargs.setdefault("name", "merge_captioner")
+    return MergeCaptioner(vocab_size=vocab_size, **kwargs)
