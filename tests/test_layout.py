@@ -187,3 +187,34 @@ def test_cycle_check_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     graph = import_graph()
     assert "keras_captioning.features.feature_folder" in graph["keras_captioning.features.build"]
+
+
+def test_no_private_keras_api():
+    """No ``keras.src`` import, and no class of the package (a Keras subclass or a mixin of one)
+    defines a private name of a Keras or tf.distribute base class (Keras 3 may rename or drop
+    those at any release)."""
+    import importlib
+    import inspect
+
+    for path in sorted(PKG.rglob("*.py")):
+        assert "keras.src" not in path.read_text(encoding="utf-8"), f"{path}: imports keras.src"
+    import keras
+    import tensorflow as tf
+
+    bases = (keras.layers.Layer, keras.Model, keras.optimizers.Optimizer, keras.callbacks.Callback,
+             keras.metrics.Metric, tf.distribute.Strategy)
+    checked = 0
+    for path in sorted(PKG.rglob("*.py")):
+        name = _module_name(path)
+        if name.endswith("__main__"):
+            continue
+        module = importlib.import_module(name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != name:
+                continue
+            checked += 1
+            for attr in vars(cls):
+                if attr.startswith("_") and not attr.startswith("__"):
+                    assert not any(hasattr(b, attr) for b in bases), \
+                        f"{name}.{cls.__name__}.{attr} overrides a private name of Keras or tf.distribute"
+    assert checked > 10
